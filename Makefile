@@ -1,0 +1,32 @@
+# The two commands (README): `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv and install everything from PyPI on first use; later runs reuse it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.hwnet-installed
+JOBS   ?= 2
+
+.PHONY: demo test test-fast bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hwnet demo --out build/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) tests rtl_tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) tests -m "not rtl"
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_foundation.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,93 @@
+"""The golden model: executes the integer IR in numpy, exactly. The reference for every other stage.
+
+Each op has a numpy twin here (FINN's ``execute_node``): :func:`multithreshold` and :func:`dense_accumulate`.
+Bipolar x bipolar layers run bit-packed: the inputs and weights are packed 64 lanes to a word,
+``p = popcount(xnor(w, x))`` and ``acc = 2p - N``; other types run as an exact int64 matrix product.
+"""
+
+import numpy as np
+
+from .datatypes import BIPOLAR
+from .errors import HwnetError
+from .ir import Dense, MultiThreshold
+
+__all__ = ["execute", "multithreshold", "dense_accumulate", "pack_bipolar", "xnor_popcount", "classify"]
+
+_BATCH = 1024
+
+
+def multithreshold(values, thresholds, out_type):
+    """``y = sum_l [values >= T[:, l]]`` mapped to the ``y``-th value of ``out_type``.
+
+    ``values`` has shape (batch, channels); ``thresholds`` (channels or 1, L), ascending.
+    """
+    v = np.asarray(values, dtype=np.int64)
+    t = np.asarray(thresholds, dtype=np.int64)
+    counts = np.zeros(v.shape, dtype=np.int64)
+    for level in range(t.shape[1]):
+        counts += v >= t[:, level]
+    return out_type.values()[counts]
+
+
+def pack_bipolar(values):
+    """±1 array (..., N) -> uint64 words (..., ceil(N/64)); bit 1 = +1. Padding bits are 0."""
+    bits = np.asarray(values) > 0
+    n = bits.shape[-1]
+    words = -(-n // 64)
+    padded = np.zeros(bits.shape[:-1] + (words * 64,), dtype=bool)
+    padded[..., :n] = bits
+    packed = np.packbits(padded, axis=-1, bitorder="little")
+    return packed.view(np.uint64).reshape(bits.shape[:-1] + (words,))
+
+
+def xnor_popcount(x_packed, w_packed, n):
+    """Popcount of XNOR between every input row and every weight row, over ``n`` valid lanes.
+
+    ``x_packed`` (batch, words), ``w_packed`` (rows, words); returns (batch, rows) int64. Padding lanes are 0
+    in both, so they disagree never and are subtracted out: ``p = n - popcount(x ^ w)``.
+    """
+    out = np.empty((x_packed.shape[0], w_packed.shape[0]), dtype=np.int64)
+    for start in range(0, x_packed.shape[0], _BATCH):
+        xb = x_packed[start:start + _BATCH]
+        diff = np.bitwise_count(xb[:, None, :] ^ w_packed[None, :, :])
+        out[start:start + _BATCH] = n - diff.sum(axis=-1, dtype=np.int64)
+    return out
+
+
+def dense_accumulate(layer, x):
+    """``acc[b, o] = sum_i W[o, i] * x[b, i]``, exact, int64."""
+    if layer.weight_type == BIPOLAR and layer.in_type == BIPOLAR:
+        n = layer.in_features
+        p = xnor_popcount(pack_bipolar(x), pack_bipolar(layer.weights), n)
+        return 2 * p - n
+    return np.asarray(x, dtype=np.int64) @ layer.weights.T
+
+
+def execute(network, inputs, *, trace=False):
+    """Run ``network`` on ``inputs`` (batch, input_size) of legal input values.
+
+    Returns the output values (batch, output_size) as int64, or with ``trace=True`` the list of every layer's
+    output (the last one being the network's output).
+    """
+    x = np.asarray(inputs)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != network.input_size:
+        raise HwnetError(f"inputs must have shape (batch, {network.input_size}), got {np.asarray(inputs).shape}")
+    x = network.input_type.check(x, "inputs")
+    outputs = []
+    for layer in network.layers:
+        if isinstance(layer, MultiThreshold):
+            x = multithreshold(x, layer.thresholds, layer.out_type)
+        elif isinstance(layer, Dense):
+            acc = dense_accumulate(layer, x)
+            x = acc if layer.thresholds is None else multithreshold(acc, layer.thresholds, layer.out_type)
+        else:  # pragma: no cover - Network validates ops
+            raise HwnetError(f"golden model has no executor for {layer!r}")
+        outputs.append(x)
+    return outputs if trace else x
+
+
+def classify(outputs):
+    """Class per row: argmax of the outputs, ties going to the lowest index (numpy's argmax rule)."""
+    return np.argmax(np.asarray(outputs), axis=1)

@@ -1,0 +1,404 @@
+"""The integer IR: the single source of truth for what a network computes.
+
+A :class:`Network` is an input declaration (element type and size) followed by a chain of layers. Each layer is
+exact integer arithmetic over the element types of :mod:`hwnet.datatypes`:
+
+:class:`MultiThreshold` (op ``"threshold"``)
+    Elementwise: ``y[i] = sum_l [x[i] >= T[c, l]]`` with ``c = 0`` (one set of thresholds for the whole tensor)
+    or ``c = i`` (one set per element). The output value is the ``y``-th smallest value of ``out_type``.
+:class:`Dense` (op ``"dense"``)
+    Matrix-vector-threshold: ``acc[o] = sum_i W[o, i] * x[i]``, exact, no overflow. With thresholds,
+    ``y[o] = sum_l [acc[o] >= T[o, l]]`` and the output value is the ``y``-th smallest value of ``out_type``;
+    without, the output is the raw accumulator (``out_type`` is then the accumulator type).
+
+Thresholds are ascending per channel, compared with ``>=``. The number of thresholds is the number of values
+of ``out_type`` minus one (1 for bipolar). Widths are derived from the actual weights and types, never stored
+as free parameters. Folding (``pe``, ``simd``) lives with each dense layer and must divide its size.
+
+The file format (``.npz``, see docs/ir.md) is written by :func:`save` and read by :func:`load`; it holds one
+JSON header and the arrays, so a user can write a network by hand with ``numpy.savez``.
+"""
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from .datatypes import DataType, parse_type, type_for_range
+from .errors import HwnetError
+
+__all__ = ["Network", "Dense", "MultiThreshold", "save", "load", "FORMAT", "VERSION", "HEADER_KEY"]
+
+FORMAT = "hwnet-ir"
+VERSION = 1
+HEADER_KEY = "__hwnet_ir__"
+
+
+def _int_array(array, what, ndim):
+    try:
+        a = np.asarray(array)
+    except Exception as exc:  # pragma: no cover - numpy raises many kinds here
+        raise HwnetError(f"{what}: cannot be read as an array ({exc})") from None
+    if a.ndim != ndim:
+        raise HwnetError(f"{what}: expected a {ndim}-D array, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if not (np.issubdtype(a.dtype, np.number) and np.all(np.isfinite(a)) and np.all(np.mod(a, 1) == 0)):
+            raise HwnetError(f"{what}: must hold integers, got dtype {a.dtype} with non-integer values")
+    return a.astype(np.int64)
+
+
+def _check_thresholds(thresholds, channels, out_type, what):
+    t = _int_array(thresholds, f"{what} thresholds", 2)
+    if t.shape[0] not in channels:
+        raise HwnetError(f"{what}: thresholds have {t.shape[0]} rows, expected "
+                         f"{' or '.join(str(c) for c in sorted(set(channels)))}")
+    need = out_type.num_values - 1
+    if t.shape[1] != need:
+        raise HwnetError(f"{what}: {out_type.name} output needs {need} threshold(s) per channel, "
+                         f"got {t.shape[1]}")
+    if t.shape[1] > 1 and np.any(np.diff(t, axis=1) < 0):
+        row = int(np.nonzero(np.any(np.diff(t, axis=1) < 0, axis=1))[0][0])
+        raise HwnetError(f"{what}: thresholds of channel {row} are not ascending: {t[row].tolist()}")
+    return t
+
+
+class MultiThreshold:
+    """Elementwise multi-threshold quantizer (op ``"threshold"``), e.g. the input binarization.
+
+    Parameters
+    ----------
+    thresholds : array of int, shape (1, L) or (size, L)
+        Ascending thresholds; one row for the whole tensor or one per element.
+    out_type : DataType or str
+        Output element type; ``L`` must equal its number of values minus one.
+    name : str
+    """
+
+    op = "threshold"
+
+    def __init__(self, *, thresholds, out_type, name="threshold"):
+        self.name = str(name)
+        self.out_type = parse_type(out_type)
+        self.thresholds = _int_array(thresholds, f"layer {self.name!r} thresholds", 2)
+        self.in_type = None
+        self.size = None
+
+    def bind(self, in_type, size):
+        """Attach the input type and size (done by :class:`Network`) and validate against them."""
+        self.in_type, self.size = in_type, size
+        self.thresholds = _check_thresholds(self.thresholds, (1, size), self.out_type, f"layer {self.name!r}")
+
+    @property
+    def in_size(self):
+        return self.size
+
+    @property
+    def out_size(self):
+        return self.size
+
+    def header(self, arrays):
+        arrays[f"{self.name}.thresholds"] = self.thresholds
+        return {"op": self.op, "name": self.name, "out_type": self.out_type.name,
+                "thresholds": f"{self.name}.thresholds"}
+
+    @classmethod
+    def from_header(cls, h, arrays):
+        return cls(name=h["name"], out_type=h["out_type"], thresholds=_get_array(arrays, h, "thresholds"))
+
+
+class Dense:
+    """Matrix-vector-threshold layer (op ``"dense"``).
+
+    Parameters
+    ----------
+    weights : array of int, shape (out_features, in_features)
+        Legal values of ``weight_type``.
+    weight_type : DataType or str
+    thresholds : array of int, shape (out_features, L), or None
+        None makes this a raw-accumulator layer (normally the last one).
+    out_type : DataType or str, or None
+        Required with thresholds; must be None (derived) without.
+    pe, simd : int or None
+        Folding: ``pe`` outputs in parallel, ``simd`` inputs per PE per cycle. ``pe`` must divide
+        ``out_features`` and ``simd`` must divide ``in_features``. None leaves the choice to the compiler.
+    name : str
+    """
+
+    op = "dense"
+
+    def __init__(self, *, weights, weight_type="bipolar", thresholds=None, out_type=None, pe=None, simd=None,
+                 name="dense"):
+        self.name = str(name)
+        what = f"layer {self.name!r}"
+        self.weight_type = parse_type(weight_type)
+        self.weights = _int_array(weights, f"{what} weights", 2)
+        if self.weights.shape[0] == 0 or self.weights.shape[1] == 0:
+            raise HwnetError(f"{what}: zero-width layer (weights have shape {self.weights.shape}); "
+                             f"every layer needs at least one input and one output")
+        self.weight_type.check(self.weights, f"{what} weights")
+        if thresholds is None:
+            if out_type is not None:
+                raise HwnetError(f"{what}: out_type is derived for a layer without thresholds; leave it out")
+            self.thresholds = None
+            self.out_type = None
+        else:
+            if out_type is None:
+                raise HwnetError(f"{what}: a layer with thresholds needs an out_type (e.g. 'bipolar')")
+            self.out_type = parse_type(out_type)
+            self.thresholds = _check_thresholds(thresholds, (self.out_features,), self.out_type, what)
+        self.pe = _folding(pe, "pe", self.out_features, "out_features", what)
+        self.simd = _folding(simd, "simd", self.in_features, "in_features", what)
+        self.in_type = None
+
+    @property
+    def out_features(self):
+        return self.weights.shape[0]
+
+    @property
+    def in_features(self):
+        return self.weights.shape[1]
+
+    in_size = in_features
+    out_size = out_features
+
+    def bind(self, in_type, size):
+        what = f"layer {self.name!r}"
+        if size != self.in_features:
+            raise HwnetError(f"{what}: takes {self.in_features} inputs but the layer before it gives {size}")
+        self.in_type = in_type
+        if self.thresholds is None:
+            self.out_type = self.acc_type
+
+    def acc_range(self):
+        """(lowest, highest) accumulator value over all rows and all legal inputs: the worst case."""
+        if self.in_type is None:
+            raise HwnetError(f"layer {self.name!r} is not part of a network yet")
+        lo_x, hi_x = self.in_type.min, self.in_type.max
+        w = self.weights
+        row_lo = np.minimum(w * lo_x, w * hi_x).sum(axis=1)
+        row_hi = np.maximum(w * lo_x, w * hi_x).sum(axis=1)
+        return int(row_lo.min()), int(row_hi.max())
+
+    @property
+    def acc_type(self):
+        """Narrowest integer type that holds every accumulator value."""
+        return type_for_range(*self.acc_range())
+
+    @property
+    def cycles(self):
+        """Cycles per input vector: (out_features / pe) * (in_features / simd)."""
+        if self.pe is None or self.simd is None:
+            return None
+        return (self.out_features // self.pe) * (self.in_features // self.simd)
+
+    def with_folding(self, pe, simd):
+        """A copy of this layer with another folding (validated)."""
+        layer = Dense(weights=self.weights, weight_type=self.weight_type,
+                      thresholds=self.thresholds,
+                      out_type=self.out_type if self.thresholds is not None else None,
+                      pe=pe, simd=simd, name=self.name)
+        return layer
+
+    def header(self, arrays):
+        arrays[f"{self.name}.weights"] = self.weights.astype(_narrow_dtype(self.weights))
+        h = {"op": self.op, "name": self.name, "weight_type": self.weight_type.name,
+             "weights": f"{self.name}.weights"}
+        if self.thresholds is not None:
+            arrays[f"{self.name}.thresholds"] = self.thresholds
+            h["thresholds"] = f"{self.name}.thresholds"
+            h["out_type"] = self.out_type.name
+        else:
+            h["thresholds"] = None
+        if self.in_type is not None:
+            h["acc_type"] = self.acc_type.name
+        h["pe"] = self.pe
+        h["simd"] = self.simd
+        return h
+
+    @classmethod
+    def from_header(cls, h, arrays):
+        thresholds = _get_array(arrays, h, "thresholds") if h.get("thresholds") is not None else None
+        return cls(name=h["name"], weights=_get_array(arrays, h, "weights"),
+                   weight_type=h.get("weight_type", "bipolar"), thresholds=thresholds,
+                   out_type=h.get("out_type") if thresholds is not None else None,
+                   pe=h.get("pe"), simd=h.get("simd"))
+
+
+def _folding(value, what, size, size_name, where):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise HwnetError(f"{where}: {what} must be a positive integer, got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise HwnetError(f"{where}: {what} must be a positive integer, got {value}")
+    if size % value:
+        divisors = [d for d in range(1, size + 1) if size % d == 0]
+        raise HwnetError(f"{where}: {what}={value} does not divide {size_name}={size}; "
+                         f"choose one of {divisors}")
+    return value
+
+
+def _narrow_dtype(a):
+    for dt in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dt)
+        if a.size == 0 or (a.min() >= info.min and a.max() <= info.max):
+            return dt
+    return np.int64
+
+
+_LAYER_OPS = {cls.op: cls for cls in (MultiThreshold, Dense)}
+
+
+class Network:
+    """An input declaration and a chain of layers.
+
+    Parameters
+    ----------
+    input_type : DataType or str
+        Element type of the network's input vector.
+    input_size : int
+    layers : list of layers
+    name : str
+    metadata : dict
+        Free-form, JSON-serializable (training method, data set, accuracy...). Not part of the semantics.
+    """
+
+    def __init__(self, *, input_type, input_size, layers, name="network", metadata=None):
+        self.name = str(name)
+        self.input_type = parse_type(input_type)
+        if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 1:
+            raise HwnetError(f"input size must be a positive integer, got {input_size!r}")
+        self.input_size = int(input_size)
+        self.layers = list(layers)
+        self.metadata = dict(metadata or {})
+        if not self.layers:
+            raise HwnetError("a network needs at least one layer")
+        names = [layer.name for layer in self.layers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise HwnetError(f"layer names must be unique; repeated: {sorted(dup)}")
+        t, n = self.input_type, self.input_size
+        for layer in self.layers:
+            if not isinstance(layer, tuple(_LAYER_OPS.values())):
+                raise HwnetError(f"unsupported layer {layer!r}: supported ops are {sorted(_LAYER_OPS)}")
+            layer.bind(t, n)
+            t, n = layer.out_type, layer.out_size
+
+    @property
+    def output_type(self):
+        return self.layers[-1].out_type
+
+    @property
+    def output_size(self):
+        return self.layers[-1].out_size
+
+    def dense_layers(self):
+        return [layer for layer in self.layers if isinstance(layer, Dense)]
+
+    def replace_layers(self, layers):
+        """A new network with the same input and metadata and other layers."""
+        return Network(input_type=self.input_type, input_size=self.input_size, layers=layers,
+                       name=self.name, metadata=self.metadata)
+
+    def header(self, arrays):
+        return {"format": FORMAT, "version": VERSION, "name": self.name,
+                "input": {"type": self.input_type.name, "size": self.input_size},
+                "layers": [layer.header(arrays) for layer in self.layers],
+                "metadata": self.metadata}
+
+    def summary_lines(self):
+        lines = [f"{self.name}: input {self.input_size} x {self.input_type}"]
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                fold = f"pe={layer.pe} simd={layer.simd}" if layer.pe else "folding unset"
+                lines.append(f"  {layer.name}: dense {layer.in_features}->{layer.out_features} "
+                             f"w={layer.weight_type} acc={layer.acc_type} out={layer.out_type} {fold}")
+            else:
+                lines.append(f"  {layer.name}: threshold {layer.size} x {layer.in_type}->{layer.out_type}")
+        return lines
+
+
+def _get_array(arrays, header, field):
+    key = header.get(field)
+    if not isinstance(key, str):
+        raise HwnetError(f"layer {header.get('name')!r}: field {field!r} must name an array in the file")
+    if key not in arrays:
+        raise HwnetError(f"layer {header.get('name')!r}: array {key!r} is missing from the file")
+    return arrays[key]
+
+
+def from_header(header, arrays):
+    """Build a :class:`Network` from a parsed JSON header and a mapping of arrays."""
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise HwnetError(f"not an hwnet IR: the header's 'format' must be {FORMAT!r}")
+    if header.get("version") != VERSION:
+        raise HwnetError(f"hwnet IR version {header.get('version')!r} is not supported (this hwnet reads "
+                         f"version {VERSION})")
+    try:
+        inp = header["input"]
+        layer_headers = header["layers"]
+        layers = []
+        for h in layer_headers:
+            op = h.get("op")
+            if op not in _LAYER_OPS:
+                raise HwnetError(f"layer {h.get('name')!r}: unsupported op {op!r}; supported ops are "
+                                 f"{sorted(_LAYER_OPS)}")
+            layers.append(_LAYER_OPS[op].from_header(h, arrays))
+        net = Network(input_type=inp["type"], input_size=inp["size"], layers=layers,
+                      name=header.get("name", "network"), metadata=header.get("metadata"))
+    except (KeyError, TypeError) as exc:
+        raise HwnetError(f"malformed hwnet IR header: missing or wrong field {exc}") from None
+    for h, layer in zip(layer_headers, net.layers):
+        stated = h.get("acc_type")
+        if isinstance(layer, Dense) and stated is not None and parse_type(stated) != layer.acc_type:
+            raise HwnetError(f"layer {layer.name!r}: acc_type {stated} does not match the worst case of its "
+                             f"weights and input type ({layer.acc_type}); remove the field or fix it")
+    return net
+
+
+def save(network, path):
+    """Write ``network`` to ``path`` (``.npz``), atomically."""
+    arrays = {}
+    header = network.header(arrays)
+    arrays[HEADER_KEY] = np.array(json.dumps(header, indent=1))
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(path):
+    """Read a network written by :func:`save` (or by hand, see docs/ir.md). Never unpickles."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise HwnetError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise HwnetError(f"{path}: not a readable hwnet IR file (.npz): {exc}") from None
+    if HEADER_KEY not in arrays:
+        raise HwnetError(f"{path}: no {HEADER_KEY!r} entry; an hwnet IR file holds a JSON header under that key")
+    try:
+        header = json.loads(str(arrays.pop(HEADER_KEY)))
+    except json.JSONDecodeError as exc:
+        raise HwnetError(f"{path}: the {HEADER_KEY!r} header is not valid JSON ({exc})") from None
+    return from_header(header, arrays)
+
+
+def to_bytes(network):
+    """The file contents :func:`save` would write (used for content hashes)."""
+    arrays = {}
+    header = network.header(arrays)
+    arrays[HEADER_KEY] = np.array(json.dumps(header, sort_keys=True))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
