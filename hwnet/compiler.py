@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .datatypes import BIPOLAR, DataType, type_for_range
+from .datatypes import BIPOLAR, DataType
 from .errors import HwnetError
 from .ir import Dense, MultiThreshold
 
@@ -302,12 +302,3 @@ def plan(network):
     return DesignPlan(name=network.name, input_type=network.input_type, input_size=network.input_size,
                       stages=tuple(stages), network=network)
 
-
-def design_widths(stage):
-    """(input element bits, output element bits) of a stage on its streams."""
-    return stage.in_type.bits, stage.out_type.bits
-
-
-def acc_type_of_popcount(n):
-    """Type of ``2p - n`` for ``0 <= p <= n`` (the raw output of a bipolar layer)."""
-    return type_for_range(-n, n)

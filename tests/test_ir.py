@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pytest
+
+from hwnet import golden, ir
+from hwnet.errors import HwnetError
+
+
+def _net(rng, pe=None, simd=None):
+    return ir.Network(name="t", input_type="uint5", input_size=12, metadata={"k": [1, 2]}, layers=[
+        ir.MultiThreshold(thresholds=[[8]], out_type="bipolar", name="bin"),
+        ir.Dense(weights=rng.choice([-1, 1], size=(6, 12)), thresholds=rng.integers(-5, 5, size=(6, 1)),
+                 out_type="bipolar", pe=pe, simd=simd, name="fc0"),
+        ir.Dense(weights=rng.choice([-1, 1], size=(4, 6)), name="fc1")])
+
+
+def test_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    net = _net(rng, pe=3, simd=4)
+    ir.save(net, tmp_path / "n.npz")
+    back = ir.load(tmp_path / "n.npz")
+    assert back.name == "t" and back.metadata == {"k": [1, 2]}
+    assert [l.name for l in back.layers] == ["bin", "fc0", "fc1"]
+    assert (back.layers[1].pe, back.layers[1].simd) == (3, 4)
+    for a, b in zip(net.layers, back.layers):
+        np.testing.assert_array_equal(a.thresholds if a.thresholds is not None else 0,
+                                      b.thresholds if b.thresholds is not None else 0)
+    x = rng.integers(0, 17, size=(20, 12))
+    np.testing.assert_array_equal(golden.execute(net, x), golden.execute(back, x))
+    assert ir.to_bytes(net) == ir.to_bytes(back)
+
+
+def test_hand_written_file_like_docs(tmp_path):
+    # The docs/ir.md recipe: numpy arrays plus a JSON header, saved with numpy.savez.
+    w0 = np.array([[1, -1, 1, 1], [-1, -1, 1, -1]])
+    w1 = np.array([[1, 1], [1, -1], [-1, 1]])
+    header = {"format": "hwnet-ir", "version": 1, "name": "hand", "input": {"type": "bipolar", "size": 4},
+              "layers": [
+                  {"op": "dense", "name": "fc0", "weight_type": "bipolar", "weights": "w0",
+                   "thresholds": "t0", "out_type": "bipolar", "pe": 1, "simd": 2},
+                  {"op": "dense", "name": "fc1", "weight_type": "bipolar", "weights": "w1",
+                   "thresholds": None, "pe": 3, "simd": 1}]}
+    np.savez(tmp_path / "hand.npz", __hwnet_ir__=json.dumps(header), w0=w0, t0=np.array([[0], [2]]), w1=w1)
+    net = ir.load(tmp_path / "hand.npz")
+    out = golden.execute(net, [[1, 1, 1, 1]])
+    # fc0: acc = [2, -2] -> [+1 (2 >= 0), -1 (-2 < 2)]; fc1 = w1 @ [1, -1] = [0, 2, -2]
+    np.testing.assert_array_equal(out, [[0, 2, -2]])
+    assert net.layers[1].acc_type.name == "int3"
+
+
+def test_accumulator_width_from_worst_case():
+    w = np.ones((2, 100), dtype=int)
+    net = ir.Network(input_type="bipolar", input_size=100, layers=[ir.Dense(weights=w)])
+    assert net.layers[0].acc_range() == (-100, 100)
+    assert net.layers[0].acc_type.name == "int8"
+    net = ir.Network(input_type="uint8", input_size=100, layers=[ir.Dense(weights=w * 7, weight_type="int4")])
+    assert net.layers[0].acc_range() == (0, 100 * 7 * 255)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: ir.Dense(weights=np.ones((4, 6), int), pe=3), r"pe=3 does not divide out_features=4"),
+    (lambda: ir.Dense(weights=np.ones((4, 6), int), simd=4), r"simd=4 does not divide in_features=6"),
+    (lambda: ir.Dense(weights=np.ones((4, 6), int), simd=0), r"simd must be a positive integer"),
+    (lambda: ir.Dense(weights=np.ones((0, 6), int)), r"zero-width layer"),
+    (lambda: ir.Dense(weights=np.ones((4, 0), int)), r"zero-width layer"),
+    (lambda: ir.Dense(weights=np.zeros((2, 2), int)), r"not legal bipolar"),
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), thresholds=[[1], [2]]), r"needs an out_type"),
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), thresholds=[[1]], out_type="bipolar"), r"1 rows"),
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), thresholds=[[1, 2], [3, 4]], out_type="bipolar"),
+     r"needs 1 threshold"),
+    (lambda: ir.Dense(weights=np.ones((1, 2), int), thresholds=[[3, 1, 2]], out_type="uint2"),
+     r"not ascending"),
+    (lambda: ir.Dense(weights=np.ones((1, 2), int), thresholds=[[0.5]], out_type="bipolar"),
+     r"must hold integers"),
+    (lambda: ir.Network(input_type="bipolar", input_size=3, layers=[ir.Dense(weights=np.ones((1, 2), int))]),
+     r"takes 2 inputs but the layer before it gives 3"),
+    (lambda: ir.Network(input_type="bipolar", input_size=2, layers=[]), r"at least one layer"),
+])
+def test_bad_ir_is_one_clear_error(make, match):
+    with pytest.raises(HwnetError, match=match) as exc:
+        make()
+    assert "\n" not in str(exc.value)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(HwnetError, match="no such file"):
+        ir.load(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
+    with pytest.raises(HwnetError, match="not a readable hwnet IR"):
+        ir.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "nohdr.npz", w=np.ones(3))
+    with pytest.raises(HwnetError, match="no '__hwnet_ir__' entry"):
+        ir.load(tmp_path / "nohdr.npz")
+    np.savez(tmp_path / "badjson.npz", __hwnet_ir__="{not json")
+    with pytest.raises(HwnetError, match="not valid JSON"):
+        ir.load(tmp_path / "badjson.npz")
+    hdr = {"format": "hwnet-ir", "version": 1, "input": {"type": "bipolar", "size": 2},
+           "layers": [{"op": "conv", "name": "c"}]}
+    np.savez(tmp_path / "op.npz", __hwnet_ir__=json.dumps(hdr))
+    with pytest.raises(HwnetError, match="unsupported op 'conv'"):
+        ir.load(tmp_path / "op.npz")
+    hdr["layers"] = [{"op": "dense", "name": "d", "weights": "w", "thresholds": None, "acc_type": "int2"}]
+    np.savez(tmp_path / "acc.npz", __hwnet_ir__=json.dumps(hdr), w=np.ones((1, 2), int))
+    with pytest.raises(HwnetError, match=r"acc_type int2 does not match .*\(int3\)"):
+        ir.load(tmp_path / "acc.npz")
+    hdr["layers"] = [{"op": "dense", "name": "d", "weights": "missing", "thresholds": None}]
+    np.savez(tmp_path / "miss.npz", __hwnet_ir__=json.dumps(hdr))
+    with pytest.raises(HwnetError, match="array 'missing' is missing"):
+        ir.load(tmp_path / "miss.npz")
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "p.npz", "w") as z:
+        z.write(tmp_path / "obj.npy", "__hwnet_ir__.npy")
+    with pytest.raises(HwnetError):
+        ir.load(tmp_path / "p.npz")
