@@ -1,0 +1,25 @@
+"""Amaranth gateware generated from a :class:`~hwnet.compiler.DesignPlan`.
+
+Every block is a :class:`amaranth.lib.wiring.Component` with an input stream ``i`` and an output stream ``o``
+(:class:`amaranth.lib.stream.Signature`) whose payload is :func:`beat_layout`: ``data`` holding ``lanes``
+elements (lane ``j`` at bits ``[j * bits, (j + 1) * bits)``) and ``last`` on the final beat of a vector.
+
+- :class:`PopCount`: balanced adder tree counting the set bits of a word.
+- :class:`MatrixVectorThresholdUnit`: folded XNOR-popcount dense layer with thresholds (FINN's MVAU).
+- :class:`ThresholdUnit`: elementwise multi-threshold (input binarization).
+- :class:`WidthConverter`: re-chunks a stream to another number of lanes per beat.
+- :class:`NetworkTop` and :func:`generate_verilog`: a whole network and its Verilog.
+
+:mod:`hwnet.gateware.testing` holds the simulation helpers (stream drivers and monitors with random stalls)
+that the tests share.
+"""
+
+from ._common import beat_layout, beat_signature
+from .mvau import MatrixVectorThresholdUnit
+from .network import NetworkTop, generate_verilog
+from .popcount import PopCount
+from .threshold import ThresholdUnit
+from .width import WidthConverter
+
+__all__ = ["beat_layout", "beat_signature", "PopCount", "MatrixVectorThresholdUnit", "ThresholdUnit",
+           "WidthConverter", "NetworkTop", "generate_verilog"]

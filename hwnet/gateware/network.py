@@ -1,0 +1,193 @@
+"""A whole network: the stages of a :class:`~hwnet.compiler.DesignPlan` chained by streams.
+
+Each :class:`~hwnet.compiler.DenseStage` becomes a :class:`~hwnet.gateware.mvau.MatrixVectorThresholdUnit`, each
+:class:`~hwnet.compiler.ThresholdStage` a :class:`~hwnet.gateware.threshold.ThresholdUnit`; where a stage's
+output lanes differ from the next stage's input lanes a :class:`~hwnet.gateware.width.WidthConverter` sits
+between them. In front of every matrix-vector unit that has another one upstream sits a :class:`BeatFIFO` that
+holds one whole input vector of that unit (plus two beats): a unit takes input only during its first neuron
+fold, so without the queue the unit upstream would stall during the other folds and the network would fall
+short of the throughput of its slowest stage. With the queues, a network with no stalls takes exactly
+``plan.cycles_per_inference`` cycles per vector in steady state. The queues also cut the combinational
+``ready`` path, which otherwise runs back through every stage.
+
+:func:`generate_verilog` turns the top into a Verilog module.
+"""
+
+import re
+
+from amaranth.back import verilog
+from amaranth.hdl import Module
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..compiler import DenseStage, DesignPlan, ThresholdStage
+from ..errors import HwnetError
+from ._common import beat_signature, check_positive_int, validating
+from .mvau import MatrixVectorThresholdUnit, check_dense_stage
+from .threshold import ThresholdUnit, check_threshold_stage
+from .width import WidthConverter
+
+__all__ = ["NetworkTop", "BeatFIFO", "generate_verilog"]
+
+
+def _lanes_in(stage):
+    return stage.lanes if isinstance(stage, ThresholdStage) else stage.simd
+
+
+def _lanes_out(stage):
+    return stage.lanes if isinstance(stage, ThresholdStage) else stage.pe
+
+
+def _submodule_name(index, stage):
+    return f"s{index}_" + re.sub(r"[^0-9A-Za-z_]", "_", stage.name)
+
+
+class BeatFIFO(wiring.Component):
+    """First-in first-out queue of stream beats (:class:`amaranth.lib.fifo.SyncFIFOBuffered` on streams).
+
+    Parameters
+    ----------
+    lanes, bits : int
+        Beat payload: ``lanes`` elements of ``bits`` bits, and ``last``.
+    depth : int
+        Beats it holds, at least 2 (a full queue takes a beat in the cycle one leaves).
+
+    Members
+    -------
+    i : ``In(stream.Signature(beat_layout(lanes, bits)))``
+    o : ``Out(stream.Signature(beat_layout(lanes, bits)))``
+        The beats of ``i``, in order. ``i.ready`` does not depend on ``o.ready`` in the same cycle.
+    """
+
+    def __init__(self, *, lanes, bits, depth):
+        with validating(self):
+            self._lanes = check_positive_int(lanes, "lanes")
+            self._bits = check_positive_int(bits, "bits")
+            self._depth = check_positive_int(depth, "FIFO depth")
+            if self._depth < 2:
+                raise HwnetError(f"FIFO depth must be at least 2, not {depth!r}")
+        super().__init__({
+            "i": In(beat_signature(self._lanes, self._bits)),
+            "o": Out(beat_signature(self._lanes, self._bits)),
+        })
+
+    @property
+    def depth(self):
+        return self._depth
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self._lanes * self._bits + 1,
+                                                            depth=self._depth)
+        m.d.comb += [
+            queue.w_data.eq(self.i.payload.as_value()),
+            queue.w_en.eq(self.i.valid),
+            self.i.ready.eq(queue.w_rdy),
+            self.o.payload.eq(queue.r_data),
+            self.o.valid.eq(queue.r_rdy),
+            queue.r_en.eq(self.o.ready),
+        ]
+        return m
+
+
+class NetworkTop(wiring.Component):
+    """The gateware of a whole :class:`~hwnet.compiler.DesignPlan`.
+
+    Parameters
+    ----------
+    plan : :class:`~hwnet.compiler.DesignPlan`
+        From :func:`hwnet.compiler.plan`.
+    fifos : bool
+        Put a :class:`BeatFIFO` of ``sf + 2`` beats in front of every matrix-vector unit that has another one
+        upstream (default). Without them the design is smaller and still exact, but slower than the slowest stage.
+
+    Members
+    -------
+    i : ``In(stream.Signature(beat_layout(plan.input_lanes, plan.input_type.bits)))``
+        Input vectors, ``plan.input_beats`` beats each, lane ``j`` of beat ``k`` holding element
+        ``k * plan.input_lanes + j``. ``last`` on the final beat of each vector.
+    o : ``Out(stream.Signature(beat_layout(plan.output_lanes, plan.output_type.bits)))``
+        Output vectors, ``plan.output_beats`` beats each, with ``last`` on the final beat.
+    """
+
+    def __init__(self, *, plan, fifos=True):
+        with validating(self):
+            if not isinstance(plan, DesignPlan):
+                raise HwnetError(f"NetworkTop needs a DesignPlan from hwnet.compiler.plan, "
+                                 f"not {type(plan).__name__}")
+            if not plan.stages:
+                raise HwnetError("the design plan has no stages")
+            for stage in plan.stages:
+                if isinstance(stage, DenseStage):
+                    check_dense_stage(stage)
+                elif isinstance(stage, ThresholdStage):
+                    check_threshold_stage(stage)
+                else:
+                    raise HwnetError(f"no gateware for stage {type(stage).__name__}")
+            for prev, nxt in zip(plan.stages, plan.stages[1:]):
+                if prev.out_type != nxt.in_type:
+                    raise HwnetError(f"stage {prev.name!r} gives {prev.out_type} elements but stage "
+                                     f"{nxt.name!r} takes {nxt.in_type}")
+        self._plan = plan
+        self._fifos = bool(fifos)
+        super().__init__({
+            "i": In(beat_signature(plan.input_lanes, plan.input_type.bits)),
+            "o": Out(beat_signature(plan.output_lanes, plan.output_type.bits)),
+        })
+
+    @property
+    def plan(self):
+        return self._plan
+
+    @property
+    def fifos(self):
+        return self._fifos
+
+    @staticmethod
+    def fifo_depth(stage):
+        """Beats of the queue in front of the matrix-vector unit of ``stage``: one whole input vector (the
+        unit takes beats only in its first neuron fold) and two beats of slack."""
+        return stage.sf + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        stages = self._plan.stages
+        units = []
+        for index, stage in enumerate(stages):
+            if isinstance(stage, DenseStage):
+                unit = MatrixVectorThresholdUnit(stage=stage)
+            else:
+                unit = ThresholdUnit(stage=stage)
+            m.submodules[_submodule_name(index, stage)] = unit
+            units.append(unit)
+
+        wiring.connect(m, wiring.flipped(self.i), units[0].i)
+        for index, (prev, nxt) in enumerate(zip(stages, stages[1:])):
+            source = units[index].o
+            if _lanes_out(prev) != _lanes_in(nxt):
+                conv = WidthConverter(in_lanes=_lanes_out(prev), out_lanes=_lanes_in(nxt),
+                                      bits=prev.out_type.bits)
+                m.submodules[f"s{index}_to_s{index + 1}_width"] = conv
+                wiring.connect(m, source, conv.i)
+                source = conv.o
+            upstream_dense = any(isinstance(stage, DenseStage) for stage in stages[:index + 1])
+            if self._fifos and isinstance(nxt, DenseStage) and upstream_dense:
+                queue = BeatFIFO(lanes=nxt.simd, bits=nxt.in_type.bits, depth=self.fifo_depth(nxt))
+                m.submodules[f"s{index + 1}_fifo"] = queue
+                wiring.connect(m, source, queue.i)
+                source = queue.o
+            wiring.connect(m, source, units[index + 1].i)
+        wiring.connect(m, units[-1].o, wiring.flipped(self.o))
+        return m
+
+
+def generate_verilog(plan, *, name="hwnet_top"):
+    """Verilog source of the :class:`NetworkTop` of ``plan``, as one module named ``name``.
+
+    The module's ports are ``clk``, ``rst``, ``i__valid``, ``i__ready``, ``i__payload``, ``o__valid``,
+    ``o__ready`` and ``o__payload``; a payload port holds ``data`` in its low bits and ``last`` in its top bit.
+    The text carries no source-location attributes, so it depends only on the plan.
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", name):
+        raise HwnetError(f"Verilog module name must be a plain identifier, not {name!r}")
+    return verilog.convert(NetworkTop(plan=plan), name=name, emit_src=False)

@@ -1,0 +1,365 @@
+"""Simulation helpers for stream gateware, shared by the tests (``amaranth.sim`` async testbenches).
+
+- :class:`StreamSource` drives beats into a component's ``i`` stream with random ``valid`` gaps (and garbage on
+  the payload while ``valid`` is low), recording the cycle of every transfer.
+- :class:`StreamSink` takes beats from an ``o`` stream with random ``ready`` drops, records them with their
+  cycles, and checks the stream rules: once ``valid`` is up it stays up, with the same payload, until the beat
+  is taken.
+- :func:`run_simulation` runs testbenches under a cycle budget (a hung design fails instead of hanging) and
+  :func:`simulate_stream` wires a source and a sink around a component in one call.
+- :func:`vectors_to_beats` / :func:`beats_to_vectors` convert between element vectors and stream beats, the
+  latter checking that ``last`` is set exactly on each vector's final beat; :func:`run_vectors` and
+  :func:`run_plan` stream whole vectors through a component and give back its output vectors, and
+  :func:`assert_equal_vectors` compares them with the golden model's, naming the first difference.
+- :func:`random_network`, :func:`random_dense` and :func:`random_inputs` build random bipolar networks
+  (:class:`~hwnet.ir.Network`) and their inputs for tests.
+
+Cycles are counted in clock edges from the start of the simulation, the same in every testbench.
+"""
+
+import random
+
+import numpy as np
+from amaranth.hdl import ClockDomain, Module
+from amaranth.sim import Simulator
+
+from ..compiler import pack_lanes, unpack_lanes
+from ..datatypes import parse_type
+from ..ir import Dense, MultiThreshold, Network
+
+__all__ = ["SimulationTimeout", "StreamSource", "StreamSink", "run_simulation", "simulate_stream",
+           "vectors_to_beats", "beats_to_vectors", "run_vectors", "run_plan", "assert_equal_vectors",
+           "random_network", "random_dense", "random_inputs", "divisors"]
+
+CLOCK_PERIOD = 1e-6
+
+
+class SimulationTimeout(AssertionError):
+    """The design did not finish within the cycle budget of :func:`run_simulation`."""
+
+
+def _as_rng(rng):
+    if rng is None or isinstance(rng, random.Random):
+        return rng
+    return random.Random(rng)
+
+
+class StreamSource:
+    """Drives ``beats`` into ``stream`` (the component's ``i``), one transfer per beat.
+
+    Parameters
+    ----------
+    stream : stream interface
+        The consumer-side stream of the component under test (``dut.i``).
+    beats : sequence of (int, int)
+        ``(data, last)`` per beat.
+    rng : random.Random, int or None
+        Source of the gaps (an int seeds a new ``random.Random``); None: no gaps.
+    valid_prob : float
+        Probability that ``valid`` is offered in a cycle (between gaps).
+
+    Members
+    -------
+    cycles : list of int
+        Cycle of each transfer.
+    done : bool
+        Every beat has been taken.
+    """
+
+    def __init__(self, stream, beats, *, rng=None, valid_prob=1.0):
+        self.stream = stream
+        self.beats = [(int(d), int(last)) for d, last in beats]
+        self.rng = _as_rng(rng)
+        self.valid_prob = float(valid_prob)
+        self.cycles = []
+        self.done = False
+
+    async def testbench(self, ctx):
+        stream, rng = self.stream, self.rng
+        width = len(stream.payload.data)
+        cycle = 0
+        for data, last in self.beats:
+            while rng is not None and rng.random() >= self.valid_prob:
+                ctx.set(stream.valid, 0)
+                ctx.set(stream.payload.data, rng.getrandbits(width))
+                ctx.set(stream.payload.last, rng.getrandbits(1))
+                await ctx.tick()
+                cycle += 1
+            ctx.set(stream.payload.data, data)
+            ctx.set(stream.payload.last, last)
+            ctx.set(stream.valid, 1)
+            while True:
+                _, _, ready = await ctx.tick().sample(stream.ready)
+                cycle += 1
+                if ready:
+                    break
+            self.cycles.append(cycle - 1)
+        ctx.set(stream.valid, 0)
+        self.done = True
+
+
+class StreamSink:
+    """Takes ``count`` beats from ``stream`` (the component's ``o``) with random ``ready`` drops.
+
+    Parameters
+    ----------
+    stream : stream interface
+        The producer-side stream of the component under test (``dut.o``).
+    count : int
+        Beats to take; the testbench ends after the last one.
+    rng : random.Random, int or None
+        Source of the drops; None: always ready.
+    ready_prob : float
+        Probability that ``ready`` is high in a cycle.
+
+    Members
+    -------
+    beats : list of (int, int)
+        ``(data, last)`` of every beat taken, in order.
+    cycles : list of int
+        Cycle of each transfer.
+    violations : list of str
+        Broken stream rules (``valid`` withdrawn or payload changed before the transfer).
+    done : bool
+    """
+
+    def __init__(self, stream, count, *, rng=None, ready_prob=1.0):
+        self.stream = stream
+        self.count = int(count)
+        self.rng = _as_rng(rng)
+        self.ready_prob = float(ready_prob)
+        self.beats = []
+        self.cycles = []
+        self.violations = []
+        self.done = False
+
+    async def testbench(self, ctx):
+        stream, rng = self.stream, self.rng
+        cycle = 0
+        held = None  # payload offered but not taken in the previous cycle
+        while len(self.beats) < self.count:
+            ready = rng is None or rng.random() < self.ready_prob
+            ctx.set(stream.ready, ready)
+            _, _, valid, data, last = await ctx.tick().sample(stream.valid, stream.payload.data,
+                                                              stream.payload.last)
+            if held is not None:
+                if not valid:
+                    self.violations.append(f"cycle {cycle}: valid dropped before the beat was taken")
+                elif (data, last) != held:
+                    self.violations.append(f"cycle {cycle}: payload changed from {held} to {(data, last)} "
+                                           f"before the beat was taken")
+            if valid and ready:
+                self.beats.append((data, last))
+                self.cycles.append(cycle)
+                held = None
+            else:
+                held = (data, last) if valid else None
+            cycle += 1
+        ctx.set(stream.ready, 0)
+        self.done = True
+
+
+def run_simulation(dut, testbenches, *, max_cycles, progress=None, vcd=None):
+    """Simulate ``dut`` with ``testbenches`` (async functions) until they all return.
+
+    ``dut`` runs in the ``sync`` domain, clocked with :data:`CLOCK_PERIOD`.
+    Raises :class:`SimulationTimeout` after ``max_cycles`` clock cycles; ``progress`` (a function returning a
+    string) is put in its message. ``vcd`` names a waveform file to write.
+    """
+    top = Module()
+    top.submodules.dut = dut
+    top.domains.sync = ClockDomain("sync")  # explicit, so that a purely combinational dut simulates too
+    sim = Simulator(top)
+    sim.add_clock(CLOCK_PERIOD)
+    for bench in testbenches:
+        sim.add_testbench(bench)
+
+    async def watchdog(ctx):
+        await ctx.delay(max_cycles * CLOCK_PERIOD)
+        detail = f": {progress()}" if progress is not None else ""
+        raise SimulationTimeout(f"simulation did not finish in {max_cycles} cycles{detail}")
+
+    sim.add_testbench(watchdog, background=True)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+
+
+def simulate_stream(dut, beats, out_count, *, rng=None, valid_prob=1.0, ready_prob=1.0, max_cycles=None,
+                    vcd=None):
+    """Feed ``beats`` into ``dut.i`` and take ``out_count`` beats from ``dut.o``.
+
+    ``rng`` (a ``random.Random`` or a seed) drives both the input gaps and the output drops. ``max_cycles``
+    (default 100,000) bounds the run. Returns the ``(source, sink)`` pair after the run; raises
+    ``AssertionError`` if the sink saw a broken stream rule.
+    """
+    rng = _as_rng(rng)
+    src_rng = random.Random(rng.getrandbits(64)) if rng is not None else None
+    sink_rng = random.Random(rng.getrandbits(64)) if rng is not None else None
+    source = StreamSource(dut.i, beats, rng=src_rng, valid_prob=valid_prob)
+    sink = StreamSink(dut.o, out_count, rng=sink_rng, ready_prob=ready_prob)
+    if max_cycles is None:
+        max_cycles = 100_000
+
+    def progress():
+        return (f"{len(source.cycles)} of {len(source.beats)} input beats taken, "
+                f"{len(sink.beats)} of {out_count} output beats seen")
+
+    run_simulation(dut, [source.testbench, sink.testbench], max_cycles=max_cycles, progress=progress,
+                   vcd=vcd)
+    if sink.violations:
+        raise AssertionError("stream rule broken: " + "; ".join(sink.violations[:5]))
+    return source, sink
+
+
+def vectors_to_beats(vectors, dtype, lanes):
+    """Element vectors (n, size) of ``dtype`` values -> ``(data, last)`` beats, ``size / lanes`` per vector."""
+    dtype = parse_type(dtype)
+    v = np.asarray(vectors)
+    if v.ndim == 1:
+        v = v[None, :]
+    words = pack_lanes(v, dtype, lanes)
+    beats = []
+    for row in words:
+        for k, word in enumerate(row):
+            beats.append((int(word), int(k == len(row) - 1)))
+    return beats
+
+
+def beats_to_vectors(beats, dtype, lanes, size):
+    """``(data, last)`` beats -> vectors (n, size) of ``dtype`` values.
+
+    Raises ``AssertionError`` unless the beats make whole vectors with ``last`` set exactly on the final
+    beat of each.
+    """
+    dtype = parse_type(dtype)
+    per_vector = size // lanes
+    if len(beats) % per_vector:
+        raise AssertionError(f"{len(beats)} beats are not a whole number of {per_vector}-beat vectors")
+    for k, (_, last) in enumerate(beats):
+        want = int(k % per_vector == per_vector - 1)
+        if last != want:
+            raise AssertionError(f"beat {k} (beat {k % per_vector} of vector {k // per_vector}): last={last}, "
+                                 f"expected {want}")
+    words = np.array([d for d, _ in beats], dtype=object).reshape(-1, per_vector)
+    return unpack_lanes(words, dtype, lanes)
+
+
+def run_vectors(dut, vectors, *, in_type, in_lanes, out_type, out_lanes, out_size, rng=None, valid_prob=1.0,
+                ready_prob=1.0, max_cycles=None, vcd=None):
+    """Stream element ``vectors`` (n, in_size) through ``dut`` and return its output vectors (n, out_size).
+
+    Input beats carry ``in_lanes`` elements of ``in_type``, output beats ``out_lanes`` of ``out_type``. Checks
+    (``AssertionError``) the stream rules, that exactly the expected number of beats came out and that ``last``
+    marks each output vector's final beat. Returns ``(outputs, source, sink)``.
+    """
+    vectors = np.asarray(vectors)
+    if vectors.ndim == 1:
+        vectors = vectors[None, :]
+    beats = vectors_to_beats(vectors, in_type, in_lanes)
+    count = len(vectors) * (out_size // out_lanes)
+    source, sink = simulate_stream(dut, beats, count, rng=rng, valid_prob=valid_prob, ready_prob=ready_prob,
+                                   max_cycles=max_cycles, vcd=vcd)
+    return beats_to_vectors(sink.beats, out_type, out_lanes, out_size), source, sink
+
+
+def run_plan(dut, plan, vectors, **kwargs):
+    """:func:`run_vectors` with the stream shapes of a :class:`~hwnet.compiler.DesignPlan` (``dut`` is its
+    :class:`~hwnet.gateware.network.NetworkTop`); ``kwargs`` as for :func:`run_vectors`."""
+    return run_vectors(dut, vectors, in_type=plan.input_type, in_lanes=plan.input_lanes,
+                       out_type=plan.output_type, out_lanes=plan.output_lanes, out_size=plan.output_size,
+                       **kwargs)
+
+
+def assert_equal_vectors(got, expected, what="output"):
+    """``AssertionError`` naming the first differing vector and element unless ``got == expected``."""
+    got, expected = np.asarray(got), np.asarray(expected)
+    if got.shape != expected.shape:
+        raise AssertionError(f"{what}: shape {got.shape}, expected {expected.shape}")
+    bad = np.argwhere(got != expected)
+    if len(bad):
+        v, e = (int(k) for k in bad[0])
+        raise AssertionError(f"{what}: {len(bad)} element(s) differ; first at vector {v} element {e}: "
+                             f"got {int(got[v, e])}, expected {int(expected[v, e])}")
+
+
+def divisors(n):
+    """Divisors of ``n``, ascending."""
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _random_thresholds(rng, channels, levels, lo, hi, n):
+    """Ascending thresholds (channels, levels) in accumulator space for a ``n``-input bipolar row; a few rows
+    always fire (below ``-n``) and a few never (above ``n``)."""
+    t = np.sort(rng.integers(lo, hi + 1, size=(channels, levels)), axis=1)
+    kind = rng.random(channels)
+    t[kind < 0.1] = np.sort(rng.integers(-3 * n - 5, -n, size=(int(np.sum(kind < 0.1)), levels)), axis=1)
+    t[kind > 0.9] = np.sort(rng.integers(n + 1, 3 * n + 5, size=(int(np.sum(kind > 0.9)), levels)), axis=1)
+    return t
+
+
+def random_dense(rng, in_features, out_features, *, name, raw=False, out_type="bipolar", pe=None, simd=None,
+                 max_cycles=None):
+    """A random bipolar x bipolar :class:`~hwnet.ir.Dense` (``rng``: numpy Generator): ±1 weights, random
+    ascending thresholds (some always firing, some never), and where ``pe``/``simd`` are None a random folding
+    from the divisors of the sizes (at most ``max_cycles`` cycles per vector)."""
+    weights = rng.choice(np.array([-1, 1]), size=(out_features, in_features))
+    if pe is None or simd is None:
+        pairs = [(p, s) for p in divisors(out_features) for s in divisors(in_features)
+                 if (pe is None or p == pe) and (simd is None or s == simd)
+                 and (max_cycles is None or (out_features // p) * (in_features // s) <= max_cycles)]
+        pe, simd = pairs[int(rng.integers(len(pairs)))]
+    if raw:
+        return Dense(weights=weights, pe=pe, simd=simd, name=name)
+    out_type = parse_type(out_type)
+    n = in_features
+    t = _random_thresholds(rng, out_features, out_type.num_values - 1, -n - 2, n + 2, n)
+    return Dense(weights=weights, thresholds=t, out_type=out_type, pe=pe, simd=simd, name=name)
+
+
+def random_network(rng, *, input_size, hidden, outputs, input_type="bipolar", last_raw=True,
+                   last_out_type="bipolar", foldings=None, max_cycles=None):
+    """A random network: an optional input binarization, bipolar dense layers, a last layer.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    input_size : int
+    hidden : sequence of int
+        Sizes of the hidden (bipolar, thresholded) layers.
+    outputs : int
+        Size of the last layer.
+    input_type : str
+        ``bipolar``, or ``uint<k>``/``int<k>`` to start with a :class:`~hwnet.ir.MultiThreshold` to bipolar.
+    last_raw : bool
+        The last layer gives raw accumulators; otherwise it is thresholded to ``last_out_type``.
+    foldings : sequence of (pe, simd) or None
+        Per dense layer; None (or a None entry, or None in a pair) picks random divisors.
+    max_cycles : int or None
+        Bound on the cycles per vector of a randomly folded layer.
+    """
+    input_type = parse_type(input_type)
+    layers = []
+    if input_type.kind != "bipolar":
+        t = rng.integers(input_type.min - 1, input_type.max + 2, size=(1, 1))
+        layers.append(MultiThreshold(thresholds=t, out_type="bipolar", name="binarize"))
+    sizes = [input_size, *hidden, outputs]
+    count = len(sizes) - 1
+    foldings = list(foldings) if foldings is not None else [None] * count
+    for k in range(count):
+        pe, simd = foldings[k] if foldings[k] is not None else (None, None)
+        last = k == count - 1
+        layers.append(random_dense(rng, sizes[k], sizes[k + 1], name=f"fc{k}", raw=last and last_raw,
+                                   out_type=last_out_type if last else "bipolar", pe=pe, simd=simd,
+                                   max_cycles=max_cycles))
+    return Network(input_type=input_type, input_size=input_size, layers=layers, name="random")
+
+
+def random_inputs(rng, network, count):
+    """``count`` random legal input vectors of ``network`` (numpy Generator ``rng``)."""
+    t = network.input_type
+    if t.kind == "bipolar":
+        return rng.choice(np.array([-1, 1]), size=(count, network.input_size))
+    return rng.integers(t.min, t.max + 1, size=(count, network.input_size))

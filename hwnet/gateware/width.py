@@ -1,0 +1,111 @@
+"""Stream width conversion: re-chunk ``in_lanes`` elements per beat into ``out_lanes`` per beat.
+
+The converter works on chunks of ``g = gcd(in_lanes, out_lanes)`` elements: an input beat is ``a = in_lanes / g``
+chunks, an output beat ``b = out_lanes / g``. It keeps a queue of ``a + b - 1`` chunk slots, the oldest chunk in
+slot 0: an output beat is the first ``b`` slots, and an accepted input beat is written right behind the chunks
+that remain after this cycle's output. That is the smallest queue that accepts an input beat in every cycle the
+output side allows, so the converter runs at the full rate of its slower side. Element order is preserved
+(lane 0 first); each chunk carries a flag that is set on the final chunk of an input beat whose ``last`` is set,
+and an output beat's ``last`` is the flag of its final chunk. Every vector must hold a multiple of both
+``in_lanes`` and ``out_lanes`` elements, so vector ends fall on output beat boundaries.
+"""
+
+import math
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ._common import beat_signature, check_positive_int, validating
+
+__all__ = ["WidthConverter"]
+
+
+class WidthConverter(wiring.Component):
+    """Converts a stream of ``in_lanes`` elements per beat into one of ``out_lanes`` elements per beat.
+
+    Parameters
+    ----------
+    in_lanes : int
+        Elements per input beat.
+    out_lanes : int
+        Elements per output beat. Equal to ``in_lanes``, the converter is a wire.
+    bits : int
+        Bits per element.
+
+    Members
+    -------
+    i : ``In(stream.Signature(beat_layout(in_lanes, bits)))``
+        Input beats; ``last`` marks the final beat of a vector.
+    o : ``Out(stream.Signature(beat_layout(out_lanes, bits)))``
+        Output beats, the same elements in the same order; ``last`` on the beat that ends a vector.
+    """
+
+    def __init__(self, *, in_lanes, out_lanes, bits):
+        with validating(self):
+            self._in_lanes = check_positive_int(in_lanes, "in_lanes")
+            self._out_lanes = check_positive_int(out_lanes, "out_lanes")
+            self._bits = check_positive_int(bits, "bits")
+        super().__init__({
+            "i": In(beat_signature(self._in_lanes, self._bits)),
+            "o": Out(beat_signature(self._out_lanes, self._bits)),
+        })
+
+    @property
+    def in_lanes(self):
+        return self._in_lanes
+
+    @property
+    def out_lanes(self):
+        return self._out_lanes
+
+    @property
+    def bits(self):
+        return self._bits
+
+    def elaborate(self, platform):
+        m = Module()
+        if self._in_lanes == self._out_lanes:
+            m.d.comb += [
+                self.o.payload.eq(self.i.payload),
+                self.o.valid.eq(self.i.valid),
+                self.i.ready.eq(self.o.ready),
+            ]
+            return m
+
+        g = math.gcd(self._in_lanes, self._out_lanes)
+        a, b = self._in_lanes // g, self._out_lanes // g
+        slots = a + b - 1
+        width = g * self._bits
+        chunk = [Signal(width, name=f"chunk{k}") for k in range(slots)]
+        flag = [Signal(name=f"chunk{k}_last") for k in range(slots)]
+        count = Signal(range(slots + 1))  # chunks held
+        kept = Signal(range(slots + 1))   # chunks held after this cycle's output beat
+        out_fire = Signal()
+        in_fire = Signal()
+
+        m.d.comb += [
+            self.o.valid.eq(count >= b),
+            self.o.payload.data.eq(Cat(*chunk[:b])),
+            self.o.payload.last.eq(flag[b - 1]),
+            out_fire.eq(self.o.valid & self.o.ready),
+            kept.eq(Mux(out_fire, count - b, count)),
+            self.i.ready.eq(kept < b),  # kept + a <= slots
+            in_fire.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(out_fire):
+            for k in range(slots - b):
+                m.d.sync += [chunk[k].eq(chunk[k + b]), flag[k].eq(flag[k + b])]
+        with m.If(in_fire):
+            with m.Switch(kept):
+                for pos in range(b):
+                    with m.Case(pos):
+                        for j in range(a):
+                            m.d.sync += [
+                                chunk[pos + j].eq(self.i.payload.data[j * width:(j + 1) * width]),
+                                flag[pos + j].eq(self.i.payload.last if j == a - 1 else 0),
+                            ]
+            m.d.sync += count.eq(kept + a)
+        with m.Else():
+            m.d.sync += count.eq(kept)
+        return m
