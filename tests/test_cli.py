@@ -1,0 +1,116 @@
+"""The command-line tool: the docs' hand-written example end to end, and bad input refused cleanly."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hwnet.cli import main
+
+
+def _hand_ir(path, *, pe0=1, w0=None):
+    # docs/ir.md's example, written exactly as the docs tell a user to.
+    w0 = np.array([[1, -1, 1, 1], [-1, -1, 1, -1]]) if w0 is None else w0
+    header = {"format": "hwnet-ir", "version": 1, "name": "hand", "input": {"type": "bipolar", "size": 4},
+              "layers": [
+                  {"op": "dense", "name": "fc0", "weight_type": "bipolar", "weights": "w0", "thresholds": "t0",
+                   "out_type": "bipolar", "pe": pe0, "simd": 2},
+                  {"op": "dense", "name": "fc1", "weight_type": "bipolar", "weights": "w1", "thresholds": None,
+                   "pe": 3, "simd": 1}]}
+    np.savez(path, __hwnet_ir__=json.dumps(header), w0=w0, t0=np.array([[0], [2]])[:len(w0)],
+             w1=np.array([[1, 1], [1, -1], [-1, 1]]))
+    return path
+
+
+def _fails(capsys, argv, match):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("hwnet: error: ") and "\n" not in err, err
+    assert match in err, err
+    return err
+
+
+@pytest.mark.rtl
+def test_docs_example_compile_and_simulate(tmp_path, capsys):
+    model = _hand_ir(tmp_path / "hand.npz")
+    assert main(["compile", str(model), "--out", str(tmp_path / "d")]) == 0
+    assert {p.name for p in (tmp_path / "d").iterdir()} == {"network.npz", "hwnet_top.v", "design.json",
+                                                            "design.md"}
+    np.save(tmp_path / "x.npy", np.array([[1, 1, 1, 1], [-1, 1, -1, 1]]))
+    assert main(["simulate", str(tmp_path / "d"), "--inputs", str(tmp_path / "x.npy"),
+                 "--outputs", str(tmp_path / "y.npy"), "--stall-in", "0.3", "--stall-out", "0.3"]) == 0
+    # Worked by hand in docs/ir.md.
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), [[0, 2, -2], [-2, 0, 0]])
+    assert "mismatches against the golden model: 0 elements" in capsys.readouterr().out
+
+
+def test_compile_writes_summary_without_simulating(tmp_path, capsys):
+    model = _hand_ir(tmp_path / "hand.npz")
+    assert main(["compile", str(model), "--out", str(tmp_path / "d")]) == 0
+    summary = json.loads((tmp_path / "d" / "design.json").read_text())
+    assert summary["cycles_per_inference"] == max(2 * 2, 1 * 2)
+    assert [s["pe"] for s in summary["stages"]] == [1, 3]
+    assert "module hwnet_top" in (tmp_path / "d" / "hwnet_top.v").read_text()
+    assert "cycles per inference" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    _fails(capsys, ["compile", str(tmp_path / "missing.npz"), "--out", str(out)], "no such file")
+    (tmp_path / "bad.pt").write_bytes(b"\x00garbage, not a checkpoint")
+    _fails(capsys, ["compile", str(tmp_path / "bad.pt"), "--out", str(out)], "bad.pt")
+    (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04truncated")
+    _fails(capsys, ["compile", str(tmp_path / "trunc.npz"), "--out", str(out)], "not a readable hwnet IR")
+    _fails(capsys, ["compile", str(_hand_ir(tmp_path / "pe.npz", pe0=3)), "--out", str(out)],
+           "pe=3 does not divide out_features=2")
+    _fails(capsys, ["compile", str(_hand_ir(tmp_path / "zero.npz", w0=np.zeros((0, 4), int))),
+                    "--out", str(out)], "zero-width layer")
+    (tmp_path / "model.onnx").write_bytes(b"")
+    _fails(capsys, ["compile", str(tmp_path / "model.onnx"), "--out", str(out)], "unknown model file type")
+    _fails(capsys, ["train", "--method", "xnor-magic", "--out", str(tmp_path / "m.pt")], "unknown method")
+    _fails(capsys, ["train", "--hidden", "64,x", "--out", str(tmp_path / "m.pt")], "--hidden")
+    _fails(capsys, ["train", "--epochs", "0", "--out", str(tmp_path / "m.pt")], "epochs")
+    _fails(capsys, ["train", "--out", str(tmp_path / "nodir" / "m.pt")], "does not exist")
+    _fails(capsys, ["train", "--dataset", "mnist", "--mnist-dir", str(tmp_path), "--out",
+                    str(tmp_path / "m.pt")], str(tmp_path))
+    assert not out.exists() and not (tmp_path / "m.pt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary leftovers
+
+
+def test_existing_output_needs_force(tmp_path, capsys):
+    model = _hand_ir(tmp_path / "hand.npz")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep.txt").write_text("mine")
+    _fails(capsys, ["compile", str(model), "--out", str(tmp_path / "d")], "--force")
+    assert (tmp_path / "d" / "keep.txt").read_text() == "mine"
+    assert main(["compile", str(model), "--out", str(tmp_path / "d"), "--force"]) == 0
+    assert not (tmp_path / "d" / "keep.txt").exists()
+
+
+def test_simulate_bad_input(tmp_path, capsys):
+    model = _hand_ir(tmp_path / "hand.npz")
+    assert main(["compile", str(model), "--out", str(tmp_path / "d")]) == 0
+    capsys.readouterr()
+    _fails(capsys, ["simulate", str(tmp_path / "nope"), "--inputs", "x.npy"], "not a design directory")
+    np.save(tmp_path / "wide.npy", np.ones((2, 5), int))
+    _fails(capsys, ["simulate", str(tmp_path / "d"), "--inputs", str(tmp_path / "wide.npy")], "shape (n, 4)")
+    np.save(tmp_path / "zero.npy", np.zeros((2, 4), int))
+    _fails(capsys, ["simulate", str(tmp_path / "d"), "--inputs", str(tmp_path / "zero.npy")], "not legal bipolar")
+    (tmp_path / "junk.npy").write_bytes(b"junk")
+    _fails(capsys, ["simulate", str(tmp_path / "d"), "--inputs", str(tmp_path / "junk.npy")], "not a readable")
+    np.save(tmp_path / "x.npy", np.ones((1, 4), int))
+    _fails(capsys, ["simulate", str(tmp_path / "d"), "--inputs", str(tmp_path / "x.npy"), "--stall-in", "1.5"],
+           "stall_in")
+    (tmp_path / "d" / "design.json").unlink()
+    _fails(capsys, ["simulate", str(tmp_path / "d"), "--inputs", str(tmp_path / "x.npy")], "missing design.json")
+
+
+def test_console_entry_point(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "hwnet", "compile", str(tmp_path / "none.npz"), "--out",
+                          str(tmp_path / "o")], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.strip().startswith("hwnet: error:")
+    res = subprocess.run([sys.executable, "-m", "hwnet", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "simulate" in res.stdout
