@@ -1,0 +1,165 @@
+"""Lower a trained :class:`~hwnet.train.binarynet.BinarizedMLP` into the integer IR, exactly by construction.
+
+No float formula is folded. Every threshold is found by *enumeration*: the model's own eval-mode function is
+evaluated on every value its input can take, and the threshold is the smallest value that gives ``+1``:
+
+- input binarization ``sign(x / input_max - 0.5)`` -> ``MultiThreshold(thresholds=[[t]], out_type="bipolar")``,
+  evaluated on every legal value of the input type (``0 .. 2**k - 1``, a superset of ``0 .. input_max``);
+- hidden ``BinaryLinear -> BatchNorm -> sign`` with ``N`` inputs -> ``Dense(weights=sign(W), thresholds=T)``:
+  the accumulator can only be ``-N, -N + 2, ..., N``; for each channel ``sign(bn(acc))`` is evaluated on all of
+  them. A channel whose output rises with ``acc`` gets ``T = `` the smallest ``acc`` giving ``+1``; one whose
+  output falls (negative BN scale) gets its weight row negated (``acc' = -acc``) and ``T`` computed on ``acc'``;
+  a constant channel gets ``T = -N`` (always ``+1``) or ``T = N + 1`` (never). Anything else (a non-monotone
+  channel, e.g. from NaN parameters) raises :class:`HwnetError`.
+- the final ``BinaryLinear`` -> ``Dense(weights=sign(W), thresholds=None)``: raw accumulators; the model's
+  positive output scale does not change the argmax, so it is dropped.
+
+:func:`check_lowering` then compares the model's :meth:`~BinarizedMLP.integer_trace` with the golden model,
+every layer, every element.
+"""
+
+import json
+
+import numpy as np
+import torch
+
+from .. import golden
+from ..datatypes import BIPOLAR, parse_type, type_for_range
+from ..errors import HwnetError
+from ..ir import Dense, MultiThreshold, Network
+from .binarynet import BinarizedMLP
+
+__all__ = ["lower", "check_lowering", "input_threshold", "fold_hidden_layer", "step_threshold"]
+
+
+def step_threshold(outputs, values, what):
+    """The smallest of ``values`` (ascending) where ``outputs`` (``±1``) is ``+1``, for a non-decreasing step.
+
+    Returns ``values[-1] + 1`` when no value gives ``+1``. Raises :class:`HwnetError` if ``outputs`` is not
+    non-decreasing (a run of ``-1`` followed by a run of ``+1``).
+    """
+    outputs = np.asarray(outputs)
+    if np.any(np.diff(outputs) < 0) or not np.all((outputs == 1) | (outputs == -1)):
+        raise HwnetError(f"{what}: the activation is not a monotone step over its inputs, so it cannot be "
+                         f"one threshold")
+    on = np.nonzero(outputs == 1)[0]
+    return int(values[on[0]]) if on.size else int(values[-1]) + 1
+
+
+def _as_int(tensor):
+    """±1 float tensor -> int64 numpy array."""
+    return torch.round(tensor.detach()).to(torch.int64).cpu().numpy()
+
+
+def input_threshold(model, input_type):
+    """Threshold ``t`` with ``model.binarize_input(x) == +1`` exactly when ``x >= t``, over every legal
+    ``x`` of ``input_type``."""
+    values = input_type.values()
+    with torch.no_grad():
+        out = _as_int(model.binarize_input(torch.from_numpy(values)[:, None]))[:, 0]
+    return step_threshold(out, values, "input binarization")
+
+
+def fold_hidden_layer(model, index):
+    """Weights (±1 int64, rows of negative-scale channels negated) and thresholds (``(C, 1)`` int64) of
+    hidden layer ``index``, found by enumerating every reachable accumulator value through the model's own
+    eval-mode ``sign(bn(acc))``."""
+    linear = model.hidden_linear[index]
+    n = linear.in_features
+    what = f"hidden layer {index + 1}"
+    bn = model.hidden_bn[index]
+    for pname, p in (("weight", bn.weight), ("bias", bn.bias), ("running_mean", bn.running_mean),
+                     ("running_var", bn.running_var)):
+        if not torch.all(torch.isfinite(p)):
+            raise HwnetError(f"{what}: batch norm {pname} holds NaN or infinite values; the model cannot be lowered")
+    if torch.any(bn.running_var + bn.eps <= 0):
+        raise HwnetError(f"{what}: batch norm running_var + eps is not positive; the model cannot be lowered")
+    with torch.no_grad():
+        weights = _as_int(linear.binary_weight())
+        accs = np.arange(-n, n + 1, 2, dtype=np.int64)  # every reachable value: -N .. N in steps of 2
+        grid = torch.from_numpy(accs).to(torch.float32)[:, None].expand(-1, linear.out_features).contiguous()
+        outs = _as_int(model.hidden_activation(index, grid))  # (values, channels)
+    thresholds = np.empty((linear.out_features, 1), dtype=np.int64)
+    for c in range(linear.out_features):
+        col = outs[:, c]
+        d = np.diff(col)
+        if np.all(d >= 0):
+            thresholds[c, 0] = step_threshold(col, accs, f"{what} channel {c}")
+        elif np.all(d <= 0):
+            # Falling step: negate the row, acc' = -acc, and read the step on acc' (ascending = accs reversed).
+            weights[c] = -weights[c]
+            thresholds[c, 0] = step_threshold(col[::-1], -accs[::-1], f"{what} channel {c}")
+        else:
+            raise HwnetError(f"{what} channel {c}: sign(batchnorm(acc)) is not monotone in acc, so it cannot be "
+                             f"one threshold")
+    # A constant channel: -N means always +1, N + 1 never (step_threshold already gives exactly these).
+    return weights, thresholds
+
+
+def lower(model, *, name="binarynet", input_type=None, metadata=None):
+    """Lower ``model`` (a :class:`BinarizedMLP`) into an :class:`hwnet.ir.Network`, exactly.
+
+    Parameters
+    ----------
+    model : BinarizedMLP
+    name : str
+        Network name.
+    input_type : DataType or str, optional
+        Element type of the raw inputs; default the narrowest ``uint<k>`` holding ``model.input_max``
+        (``uint5`` for digits, ``uint8`` for MNIST). Must be unsigned and hold ``input_max``.
+    metadata : dict, optional
+        JSON-serializable extras (e.g. ``{"dataset": "digits", "test_accuracy": 0.95}``), merged over the
+        defaults ``method``, ``hidden``, ``input_max``, ``classes``.
+    """
+    if not isinstance(model, BinarizedMLP):
+        raise HwnetError(f"can only lower a BinarizedMLP, got {type(model).__name__}")
+    if input_type is None:
+        input_type = type_for_range(0, model.input_max)
+    input_type = parse_type(input_type)
+    if input_type.kind != "uint" or input_type.max < model.input_max:
+        raise HwnetError(f"input type {input_type} cannot carry raw inputs 0 .. {model.input_max}; use uint<k> "
+                         f"with 2**k > {model.input_max}")
+    was_training = model.training
+    model.eval()
+    try:
+        layers = [MultiThreshold(thresholds=[[input_threshold(model, input_type)]], out_type=BIPOLAR,
+                                 name="binarize")]
+        for i in range(len(model.hidden)):
+            weights, thresholds = fold_hidden_layer(model, i)
+            layers.append(Dense(weights=weights, weight_type=BIPOLAR, thresholds=thresholds, out_type=BIPOLAR,
+                                name=f"fc{i + 1}"))
+        with torch.no_grad():
+            final = _as_int(model.final.binary_weight())
+        layers.append(Dense(weights=final, weight_type=BIPOLAR, thresholds=None, name=f"fc{len(model.hidden) + 1}"))
+    finally:
+        model.train(was_training)
+    meta = {"method": "binarynet", "hidden": list(model.hidden), "input_max": model.input_max,
+            "classes": model.classes}
+    meta.update(metadata or {})
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise HwnetError(f"network metadata must be JSON-serializable ({exc})") from None
+    return Network(input_type=input_type, input_size=model.input_size, layers=layers, name=name, metadata=meta)
+
+
+def check_lowering(model, network, x):
+    """Number of mismatching elements between ``model.integer_trace(x)`` and the golden model's trace of
+    ``network`` on ``x``, summed over every layer (0 means the lowering is exact on ``x``).
+
+    Hidden outputs are compared as ``±1`` values (a negated row changes a channel's accumulator sign, never its
+    output); the final layer compares raw accumulators.
+    """
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None, :]
+    expected = model.integer_trace(x)
+    got = golden.execute(network, x, trace=True)
+    if len(expected) != len(got):
+        raise HwnetError(f"the model has {len(expected)} IR layers but the network has {len(got)}")
+    mismatches = 0
+    for layer, e, g in zip(network.layers, expected, got):
+        if e.shape != g.shape:
+            raise HwnetError(f"layer {layer.name!r}: model gives shape {e.shape}, network gives {g.shape}")
+        mismatches += int(np.count_nonzero(e != g))
+    return mismatches
