@@ -14,7 +14,7 @@ import numpy as np
 from .errors import HwnetError
 
 METHODS = ("binarynet",)
-DATASETS = ("digits", "mnist")
+DATASETS = ("digits", "mnist", "mnist-full")
 
 
 def _say(msg):

@@ -1,0 +1,67 @@
+"""Generated Verilog under Verilator (cocotb) against the golden model: every output of every vector."""
+
+import numpy as np
+import pytest
+
+from hwnet import compiler, golden, ir
+from hwnet.flow import TOP_NAME
+from hwnet.sim import StreamFormat, run_stream
+from hwnet.sim.cache import cached_verilog
+
+pytestmark = pytest.mark.rtl
+
+
+def _divisor(rng, n):
+    return int(rng.choice([d for d in range(1, n + 1) if n % d == 0]))
+
+
+def _random_network(seed):
+    """Random binarized MLP with random sizes, foldings and thresholds (some always/never firing)."""
+    rng = np.random.default_rng(seed)
+    sizes = [int(rng.integers(4, 40)) for _ in range(int(rng.integers(2, 4)))] + [int(rng.integers(2, 12))]
+    bits = int(rng.integers(1, 9))
+    layers = [ir.MultiThreshold(thresholds=[[int(rng.integers(0, 1 << bits))]], out_type="bipolar", name="bin")]
+    for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        w = rng.choice([-1, 1], size=(n_out, n_in))
+        last = k == len(sizes) - 2
+        t = None
+        if not last:
+            t = rng.integers(-n_in - 2, n_in + 3, size=(n_out, 1))
+            t[0] = -n_in - 5   # always +1
+            t[-1] = n_in + 5   # never +1
+        layers.append(ir.Dense(weights=w, thresholds=t, out_type=None if last else "bipolar",
+                               pe=_divisor(rng, n_out), simd=_divisor(rng, n_in), name=f"fc{k}"))
+    return ir.Network(input_type=f"uint{bits}", input_size=sizes[0], layers=layers, name=f"rand{seed}"), rng
+
+
+def _run(network, x, **kw):
+    plan = compiler.plan(network)
+    verilog = cached_verilog(plan, top=TOP_NAME)
+    return plan, run_stream(verilog, StreamFormat.from_plan(plan), x, top=TOP_NAME,
+                            cycles_hint=plan.cycles_per_inference, **kw)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_random_networks_bit_exact_with_stalls(seed):
+    net, rng = _random_network(seed)
+    t = net.input_type
+    x = rng.integers(t.min, t.max + 1, size=(60, net.input_size))
+    x[0], x[1] = t.max, t.min   # worst cases: all inputs +1, all -1
+    expected = golden.execute(net, x)
+    for stall_in, stall_out in ((0.0, 0.0), (0.4, 0.0), (0.0, 0.4), (0.5, 0.5)):
+        plan, res = _run(net, x, stall_in=stall_in, stall_out=stall_out, seed=seed)
+        np.testing.assert_array_equal(res.outputs, expected, err_msg=f"stalls {stall_in}/{stall_out}")
+        if stall_in == stall_out == 0.0:
+            assert res.interval == plan.cycles_per_inference
+
+
+def test_trained_digits_network_whole_test_split(trained_digits):
+    model, network, ds = trained_digits
+    network = compiler.choose_folding(network, 64)
+    expected = golden.execute(network, ds.test_x)
+    plan, res = _run(network, ds.test_x, stall_in=0.3, stall_out=0.3, seed=7)
+    np.testing.assert_array_equal(res.outputs, expected)
+    assert len(res.outputs) == len(ds.test_x) == 360
+    # and what it classifies is what the torch model classifies, sample by sample
+    from hwnet.train.trainer import predict
+    np.testing.assert_array_equal(golden.classify(res.outputs), predict(model, ds.test_x))
