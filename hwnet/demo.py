@@ -72,6 +72,7 @@ def run_demo(*, out_dir, dataset="digits", epochs=None, seed=0, mnist_dir=None, 
     t0 = time.monotonic()
     plan = compile_design(network, out_dir / "design", target_cycles=target_cycles, force=True, progress=progress)
     compile_seconds = time.monotonic() - t0
+    network = plan.network  # with the folding the compiler chose
     for line in network.summary_lines():
         progress(line)
 

@@ -63,7 +63,6 @@ def predict(model, x, batch=4096):
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 
 
-_predict = predict  # older name
 
 
 def evaluate(model, x, y):
