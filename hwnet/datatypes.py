@@ -88,12 +88,14 @@ class DataType:
     def is_legal(self, array):
         """True where every element of ``array`` is a legal value of this type."""
         a = np.asarray(array)
-        if a.size and not np.issubdtype(a.dtype, np.integer):
-            if not np.all(np.equal(np.mod(a, 1), 0)):
+        if a.size == 0:
+            return True
+        if not np.issubdtype(a.dtype, np.integer):
+            if not (np.issubdtype(a.dtype, np.number) and np.all(np.equal(np.mod(a, 1), 0))):
                 return False
         if self.kind == "bipolar":
-            return bool(np.all((a == 1) | (a == -1)))
-        return bool(np.all((a >= self.min) & (a <= self.max)))
+            return bool(np.all(np.abs(a) == 1))
+        return bool(a.min() >= self.min and a.max() <= self.max)
 
     def check(self, array, what):
         """Raise a one-line :class:`HwnetError` naming ``what`` unless every element is legal."""
@@ -102,7 +104,7 @@ class DataType:
             bad = a[~_legal_mask(self, a)].ravel()[:3]
             raise HwnetError(f"{what}: values {bad.tolist()} are not legal {self.name} values "
                              f"(legal: {self._legal_text()})")
-        return a.astype(np.int64)
+        return a.astype(np.int64, copy=False)
 
     def _legal_text(self):
         if self.kind == "bipolar":

@@ -13,20 +13,21 @@ from .ir import Dense, MultiThreshold
 
 __all__ = ["execute", "multithreshold", "dense_accumulate", "pack_bipolar", "xnor_popcount", "classify"]
 
-_BATCH = 1024
-
-
 def multithreshold(values, thresholds, out_type):
     """``y = sum_l [values >= T[:, l]]`` mapped to the ``y``-th value of ``out_type``.
 
     ``values`` has shape (batch, channels); ``thresholds`` (channels or 1, L), ascending.
     """
-    v = np.asarray(values, dtype=np.int64)
+    v = np.asarray(values)
     t = np.asarray(thresholds, dtype=np.int64)
+    if t.shape[1] == 1:  # two output values: [min, max] (bipolar, uint1), looked up by the comparison
+        passed = np.greater_equal(v, t[:, 0])
+        return np.array([out_type.min, out_type.max], dtype=np.int64)[passed.view(np.uint8)]
     counts = np.zeros(v.shape, dtype=np.int64)
     for level in range(t.shape[1]):
         counts += v >= t[:, level]
-    return out_type.values()[counts]
+    # Types with more than two values (uint, int, ternary) are the consecutive integers from their minimum.
+    return counts + out_type.min
 
 
 def pack_bipolar(values):
@@ -44,14 +45,12 @@ def xnor_popcount(x_packed, w_packed, n):
     """Popcount of XNOR between every input row and every weight row, over ``n`` valid lanes.
 
     ``x_packed`` (batch, words), ``w_packed`` (rows, words); returns (batch, rows) int64. Padding lanes are 0
-    in both, so they disagree never and are subtracted out: ``p = n - popcount(x ^ w)``.
+    in both, so they never disagree: ``p = n - sum over words of popcount(x ^ w)``.
     """
-    out = np.empty((x_packed.shape[0], w_packed.shape[0]), dtype=np.int64)
-    for start in range(0, x_packed.shape[0], _BATCH):
-        xb = x_packed[start:start + _BATCH]
-        diff = np.bitwise_count(xb[:, None, :] ^ w_packed[None, :, :])
-        out[start:start + _BATCH] = n - diff.sum(axis=-1, dtype=np.int64)
-    return out
+    diff = np.zeros((x_packed.shape[0], w_packed.shape[0]), dtype=np.int64)
+    for k in range(x_packed.shape[1]):
+        diff += np.bitwise_count(x_packed[:, k, None] ^ w_packed[None, :, k])
+    return n - diff
 
 
 def dense_accumulate(layer, x):
