@@ -103,6 +103,14 @@ class ThresholdStage:
         return self.size // self.lanes
 
     @property
+    def lanes_in(self):
+        return self.lanes
+
+    @property
+    def lanes_out(self):
+        return self.lanes
+
+    @property
     def cycles(self):
         return self.beats
 
@@ -186,7 +194,7 @@ class DesignPlan:
 
     @property
     def input_lanes(self):
-        return self.stages[0].lanes if isinstance(self.stages[0], ThresholdStage) else self.stages[0].simd
+        return self.stages[0].lanes_in
 
     @property
     def input_beats(self):
@@ -203,8 +211,7 @@ class DesignPlan:
 
     @property
     def output_lanes(self):
-        s = self.stages[-1]
-        return s.lanes if isinstance(s, ThresholdStage) else s.pe
+        return self.stages[-1].lanes_out
 
     @property
     def output_beats(self):

@@ -30,14 +30,6 @@ from .width import WidthConverter
 __all__ = ["NetworkTop", "BeatFIFO", "generate_verilog"]
 
 
-def _lanes_in(stage):
-    return stage.lanes if isinstance(stage, ThresholdStage) else stage.simd
-
-
-def _lanes_out(stage):
-    return stage.lanes if isinstance(stage, ThresholdStage) else stage.pe
-
-
 def _submodule_name(index, stage):
     return f"s{index}_" + re.sub(r"[^0-9A-Za-z_]", "_", stage.name)
 
@@ -164,8 +156,8 @@ class NetworkTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), units[0].i)
         for index, (prev, nxt) in enumerate(zip(stages, stages[1:])):
             source = units[index].o
-            if _lanes_out(prev) != _lanes_in(nxt):
-                conv = WidthConverter(in_lanes=_lanes_out(prev), out_lanes=_lanes_in(nxt),
+            if prev.lanes_out != nxt.lanes_in:
+                conv = WidthConverter(in_lanes=prev.lanes_out, out_lanes=nxt.lanes_in,
                                       bits=prev.out_type.bits)
                 m.submodules[f"s{index}_to_s{index + 1}_width"] = conv
                 wiring.connect(m, source, conv.i)
