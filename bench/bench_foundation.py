@@ -10,7 +10,7 @@
 
 Prints a table and writes build/bench/foundation.{md,json} and a plot. Usage:
 
-    python bench/bench_foundation.py [--repeats 7] [--target-cycles 128] [--mnist-epochs N]
+    python bench/bench_foundation.py [--repeats 15] [--target-cycles 128] [--mnist-epochs N]
 """
 
 import argparse
@@ -35,22 +35,26 @@ from hwnet.train.lower import check_lowering, lower  # noqa: E402
 from hwnet.train.trainer import evaluate, train_binarynet  # noqa: E402
 
 
-def _median_seconds(fn, repeats):
-    fn()  # warm-up
-    times = []
+def _interleaved_medians(fns, repeats):
+    """Median seconds of each function, the runs interleaved (a, b, a, b, ...) so load on a shared machine
+    falls on both alike."""
+    for fn in fns:
+        fn()  # warm-up
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def bench_network(label, ds, *, hidden, epochs, repeats, target_cycles, workdir):
     import torch
     print(f"== {label}: training {ds.name} {ds.input_size}-{'-'.join(map(str, hidden))}-{ds.classes}", flush=True)
     t0 = time.perf_counter()
-    model, _ = train_binarynet(ds, hidden=hidden, epochs=epochs, seed=0,
-                               progress=lambda m: print(f"   {m}", flush=True) if "epoch" in m else None)
+    model, history = train_binarynet(ds, hidden=hidden, epochs=epochs, seed=0,
+                                     progress=lambda m: print(f"   {m}", flush=True))
     train_s = time.perf_counter() - t0
     network = lower(model, name=label)
     assert check_lowering(model, network, ds.test_x) == 0, "lowering not exact"
@@ -63,8 +67,7 @@ def bench_network(label, ds, *, hidden, epochs, repeats, target_cycles, workdir)
         with torch.no_grad():
             model(xt)
 
-    torch_s = _median_seconds(run_torch, repeats)
-    golden_s = _median_seconds(lambda: golden.execute(network, x), repeats)
+    torch_s, golden_s = _interleaved_medians([run_torch, lambda: golden.execute(network, x)], repeats)
 
     t0 = time.perf_counter()
     folded = compiler.choose_folding(network, target_cycles)
@@ -85,7 +88,7 @@ def bench_network(label, ds, *, hidden, epochs, repeats, target_cycles, workdir)
 
     r = {
         "network": label, "shape": f"{ds.input_size}-{'-'.join(map(str, hidden))}-{ds.classes}",
-        "test_samples": len(x), "train_seconds": round(train_s, 1), "epochs": epochs,
+        "test_samples": len(x), "train_seconds": round(train_s, 1), "epochs": len(history),
         "torch_inferences_per_s": len(x) / torch_s, "golden_inferences_per_s": len(x) / golden_s,
         "golden_over_torch": torch_s / golden_s,
         "compile_seconds": compile_s, "verilator_build_seconds": build_s,
@@ -116,7 +119,7 @@ def _markdown(results, repeats):
             f"{r['latency_cycles']} | {100 * r['accuracy_torch']:.2f} / {100 * r['accuracy_integer']:.2f} / "
             f"{100 * r['accuracy_hardware']:.2f}% | {r['mismatches']} |")
     lines.append("")
-    lines.append(f"Throughputs are medians of {repeats} runs over the whole test split as one batch; golden/torch is "
+    lines.append(f"Throughputs are medians of {repeats} interleaved runs over the whole test split as one batch; golden/torch is "
                  "measured in the same run. Simulation speed excludes the Verilator build.")
     return "\n".join(lines) + "\n"
 
@@ -142,10 +145,10 @@ def _plot(results, path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--target-cycles", type=int, default=compiler.DEFAULT_TARGET_CYCLES)
-    p.add_argument("--digits-epochs", type=int, default=60)
-    p.add_argument("--mnist-epochs", type=int, default=40)
+    p.add_argument("--digits-epochs", type=int, default=None, help="default: the trainer's")
+    p.add_argument("--mnist-epochs", type=int, default=None, help="default: the trainer's")
     p.add_argument("--out", default=str(ROOT / "build" / "bench"))
     args = p.parse_args(argv)
     out = Path(args.out)

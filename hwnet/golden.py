@@ -5,6 +5,9 @@ Bipolar x bipolar layers run bit-packed: the inputs and weights are packed 64 la
 ``p = popcount(xnor(w, x))`` and ``acc = 2p - N``; other types run as an exact int64 matrix product.
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .datatypes import BIPOLAR
@@ -12,6 +15,9 @@ from .errors import HwnetError
 from .ir import Dense, MultiThreshold
 
 __all__ = ["execute", "multithreshold", "dense_accumulate", "pack_bipolar", "xnor_popcount", "classify"]
+
+_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_ROWS_PER_THREAD = 256
 
 def multithreshold(values, thresholds, out_type):
     """``y = sum_l [values >= T[:, l]]`` mapped to the ``y``-th value of ``out_type``.
@@ -62,18 +68,7 @@ def dense_accumulate(layer, x):
     return np.asarray(x, dtype=np.int64) @ layer.weights.T
 
 
-def execute(network, inputs, *, trace=False):
-    """Run ``network`` on ``inputs`` (batch, input_size) of legal input values.
-
-    Returns the output values (batch, output_size) as int64, or with ``trace=True`` the list of every layer's
-    output (the last one being the network's output).
-    """
-    x = np.asarray(inputs)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.shape[1] != network.input_size:
-        raise HwnetError(f"inputs must have shape (batch, {network.input_size}), got {np.asarray(inputs).shape}")
-    x = network.input_type.check(x, "inputs")
+def _run_layers(network, x):
     outputs = []
     for layer in network.layers:
         if isinstance(layer, MultiThreshold):
@@ -84,7 +79,31 @@ def execute(network, inputs, *, trace=False):
         else:  # pragma: no cover - Network validates ops
             raise HwnetError(f"golden model has no executor for {layer!r}")
         outputs.append(x)
-    return outputs if trace else x
+    return outputs
+
+
+def execute(network, inputs, *, trace=False):
+    """Run ``network`` on ``inputs`` (batch, input_size) of legal input values.
+
+    Returns the output values (batch, output_size) as int64, or with ``trace=True`` the list of every layer's
+    output (the last one being the network's output). Large batches are split across threads (numpy releases
+    the GIL in the element-wise kernels); rows are independent, so the result does not depend on the split.
+    """
+    x = np.asarray(inputs)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != network.input_size:
+        raise HwnetError(f"inputs must have shape (batch, {network.input_size}), got {np.asarray(inputs).shape}")
+    x = network.input_type.check(x, "inputs")
+    workers = min(_THREADS, len(x) // _ROWS_PER_THREAD)
+    if workers < 2:
+        outputs = _run_layers(network, x)
+    else:
+        chunks = np.array_split(x, workers)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda chunk: _run_layers(network, chunk), chunks))
+        outputs = [np.concatenate(layer_parts) for layer_parts in zip(*parts)]
+    return outputs if trace else outputs[-1]
 
 
 def classify(outputs):

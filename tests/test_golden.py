@@ -101,10 +101,10 @@ def test_rejects_illegal_inputs():
 
 
 def test_golden_is_exact_at_scale():
-    # Large random layer: packed path against a BLAS-free int64 product.
+    # Large random layer and batch (split across threads): packed path against a BLAS-free int64 product.
     rng = np.random.default_rng(4)
     w = rng.choice([-1, 1], size=(64, 784))
-    x = rng.choice([-1, 1], size=(300, 784))
+    x = rng.choice([-1, 1], size=(1500, 784))
     net = ir.Network(input_type="bipolar", input_size=784, layers=[ir.Dense(weights=w)])
     ref = np.einsum("bi,oi->bo", x.astype(np.int64), w.astype(np.int64))
     np.testing.assert_array_equal(golden.execute(net, x), ref)
