@@ -18,6 +18,7 @@ __all__ = ["execute", "multithreshold", "dense_accumulate", "pack_bipolar", "xno
 
 _THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _ROWS_PER_THREAD = 256
+_BIPOLAR_VALUES = np.array([-1, 1], dtype=np.int64)
 
 def multithreshold(values, thresholds, out_type):
     """``y = sum_l [values >= T[:, l]]`` mapped to the ``y``-th value of ``out_type``.
@@ -38,13 +39,19 @@ def multithreshold(values, thresholds, out_type):
 
 def pack_bipolar(values):
     """±1 array (..., N) -> uint64 words (..., ceil(N/64)); bit 1 = +1. Padding bits are 0."""
-    bits = np.asarray(values) > 0
+    return _pack_bits(np.asarray(values) > 0)
+
+
+def _pack_bits(bits):
+    """Boolean array (..., N), True = +1 -> uint64 words (..., ceil(N/64)), lane i at bit i % 64."""
     n = bits.shape[-1]
     words = -(-n // 64)
-    padded = np.zeros(bits.shape[:-1] + (words * 64,), dtype=bool)
-    padded[..., :n] = bits
-    packed = np.packbits(padded, axis=-1, bitorder="little")
-    return packed.view(np.uint64).reshape(bits.shape[:-1] + (words,))
+    if n != words * 64:
+        padded = np.zeros(bits.shape[:-1] + (words * 64,), dtype=bool)
+        padded[..., :n] = bits
+        bits = padded
+    packed = np.packbits(bits, axis=-1, bitorder="little")
+    return np.ascontiguousarray(packed).view(np.uint64).reshape(bits.shape[:-1] + (words,))
 
 
 def xnor_popcount(x_packed, w_packed, n):
@@ -53,31 +60,48 @@ def xnor_popcount(x_packed, w_packed, n):
     ``x_packed`` (batch, words), ``w_packed`` (rows, words); returns (batch, rows) int64. Padding lanes are 0
     in both, so they never disagree: ``p = n - sum over words of popcount(x ^ w)``.
     """
-    diff = np.zeros((x_packed.shape[0], w_packed.shape[0]), dtype=np.int64)
+    diff = np.zeros((x_packed.shape[0], w_packed.shape[0]), dtype=np.uint16 if n < (1 << 16) else np.int64)
     for k in range(x_packed.shape[1]):
         diff += np.bitwise_count(x_packed[:, k, None] ^ w_packed[None, :, k])
-    return n - diff
+    return n - diff.astype(np.int64)
 
 
-def dense_accumulate(layer, x):
-    """``acc[b, o] = sum_i W[o, i] * x[b, i]``, exact, int64."""
+def dense_accumulate(layer, x, *, bits=None):
+    """``acc[b, o] = sum_i W[o, i] * x[b, i]``, exact, int64.
+
+    For a bipolar input, ``bits`` (``x > 0`` as booleans) may be given instead of ``x`` (then ``x`` may be None).
+    """
     if layer.weight_type == BIPOLAR and layer.in_type == BIPOLAR:
         n = layer.in_features
-        p = xnor_popcount(pack_bipolar(x), pack_bipolar(layer.weights), n)
+        xp = _pack_bits(bits) if bits is not None else pack_bipolar(x)
+        p = xnor_popcount(xp, pack_bipolar(layer.weights), n)
         return 2 * p - n
+    if x is None:
+        x = np.where(bits, 1, -1)
     return np.asarray(x, dtype=np.int64) @ layer.weights.T
 
 
-def _run_layers(network, x):
+def _run_layers(network, x, trace):
+    """Every layer's output (None for the intermediate ones unless ``trace``). Between bipolar layers the
+    comparison bits go straight into the packing; the ±1 values are only built where they are returned."""
     outputs = []
-    for layer in network.layers:
+    bits = None
+    count = len(network.layers)
+    for index, layer in enumerate(network.layers):
         if isinstance(layer, MultiThreshold):
-            x = multithreshold(x, layer.thresholds, layer.out_type)
+            pre = x
         elif isinstance(layer, Dense):
-            acc = dense_accumulate(layer, x)
-            x = acc if layer.thresholds is None else multithreshold(acc, layer.thresholds, layer.out_type)
+            pre = dense_accumulate(layer, x, bits=bits)
         else:  # pragma: no cover - Network validates ops
             raise HwnetError(f"golden model has no executor for {layer!r}")
+        needed = trace or index == count - 1
+        if layer.thresholds is None:
+            x, bits = pre, None
+        elif layer.out_type == BIPOLAR:
+            bits = np.greater_equal(pre, layer.thresholds[:, 0])
+            x = _BIPOLAR_VALUES[bits.view(np.uint8)] if needed else None
+        else:
+            x, bits = multithreshold(pre, layer.thresholds, layer.out_type), None
         outputs.append(x)
     return outputs
 
@@ -97,12 +121,12 @@ def execute(network, inputs, *, trace=False):
     x = network.input_type.check(x, "inputs")
     workers = min(_THREADS, len(x) // _ROWS_PER_THREAD)
     if workers < 2:
-        outputs = _run_layers(network, x)
+        outputs = _run_layers(network, x, trace)
     else:
         chunks = np.array_split(x, workers)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(lambda chunk: _run_layers(network, chunk), chunks))
-        outputs = [np.concatenate(layer_parts) for layer_parts in zip(*parts)]
+            parts = list(pool.map(lambda chunk: _run_layers(network, chunk, trace), chunks))
+        outputs = [None if layer_parts[0] is None else np.concatenate(layer_parts) for layer_parts in zip(*parts)]
     return outputs if trace else outputs[-1]
 
 
