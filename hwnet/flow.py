@@ -133,7 +133,8 @@ def load_inputs(path, network):
     if not os.path.exists(path):
         raise HwnetError(f"{path}: no such file")
     try:
-        x = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            x = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise HwnetError(f"{path}: not a readable .npy array ({exc})") from None
     if x.ndim == 1:

@@ -381,8 +381,12 @@ def load(path):
     if not os.path.exists(path):
         raise HwnetError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        with open(path, "rb") as f:
+            npz = np.load(f, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise HwnetError(f"{path}: holds a single array (.npy), not an hwnet IR file (.npz archive)")
+            with npz:
+                arrays = {k: npz[k] for k in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise HwnetError(f"{path}: not a readable hwnet IR file (.npz): {exc}") from None
     if HEADER_KEY not in arrays:

@@ -89,6 +89,10 @@ def test_load_errors(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
     with pytest.raises(HwnetError, match="not a readable hwnet IR"):
         ir.load(tmp_path / "junk.npz")
+    np.save(tmp_path / "single.npy", np.ones(3))
+    (tmp_path / "single.npy").rename(tmp_path / "single.npz")
+    with pytest.raises(HwnetError, match="holds a single array"):
+        ir.load(tmp_path / "single.npz")
     np.savez(tmp_path / "nohdr.npz", w=np.ones(3))
     with pytest.raises(HwnetError, match="no '__hwnet_ir__' entry"):
         ir.load(tmp_path / "nohdr.npz")
