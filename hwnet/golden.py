@@ -18,7 +18,6 @@ __all__ = ["execute", "multithreshold", "dense_accumulate", "pack_bipolar", "xno
 
 _THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _ROWS_PER_THREAD = 256
-_BIPOLAR_VALUES = np.array([-1, 1], dtype=np.int64)
 
 def multithreshold(values, thresholds, out_type):
     """``y = sum_l [values >= T[:, l]]`` mapped to the ``y``-th value of ``out_type``.
@@ -27,14 +26,23 @@ def multithreshold(values, thresholds, out_type):
     """
     v = np.asarray(values)
     t = np.asarray(thresholds, dtype=np.int64)
-    if t.shape[1] == 1:  # two output values: [min, max] (bipolar, uint1), looked up by the comparison
-        passed = np.greater_equal(v, t[:, 0])
-        return np.array([out_type.min, out_type.max], dtype=np.int64)[passed.view(np.uint8)]
+    if t.shape[1] == 1:  # two output values: [min, max] (bipolar, uint1)
+        return _two_valued(_passes(v, t), out_type)
     counts = np.zeros(v.shape, dtype=np.int64)
     for level in range(t.shape[1]):
         counts += v >= t[:, level]
     # Types with more than two values (uint, int, ternary) are the consecutive integers from their minimum.
     return counts + out_type.min
+
+
+def _passes(values, thresholds):
+    """The one comparison of a single-threshold channel: ``values >= T[:, 0]`` (booleans)."""
+    return np.greater_equal(values, thresholds[:, 0])
+
+
+def _two_valued(passed, out_type):
+    """Booleans from :func:`_passes` -> ``out_type.max`` where passed, ``out_type.min`` elsewhere."""
+    return np.array([out_type.min, out_type.max], dtype=np.int64)[passed.view(np.uint8)]
 
 
 def pack_bipolar(values):
@@ -98,8 +106,8 @@ def _run_layers(network, x, trace):
         if layer.thresholds is None:
             x, bits = pre, None
         elif layer.out_type == BIPOLAR:
-            bits = np.greater_equal(pre, layer.thresholds[:, 0])
-            x = _BIPOLAR_VALUES[bits.view(np.uint8)] if needed else None
+            bits = _passes(pre, layer.thresholds)
+            x = _two_valued(bits, BIPOLAR) if needed else None
         else:
             x, bits = multithreshold(pre, layer.thresholds, layer.out_type), None
         outputs.append(x)
