@@ -8,21 +8,37 @@ Memory layout of a folded dense layer (FINN's MVAU): row ``r`` goes to PE ``r % 
 PE ``p`` computes row ``nf * pe + p``. PE ``p``'s weight memory has depth ``NF * SF`` (``NF = MH / pe``,
 ``SF = MW / simd``); the word at ``nf * SF + sf`` holds ``W[nf * pe + p, sf * simd + j]`` in lane ``j``, lane ``j``
 at bits ``[j * wbits, (j + 1) * wbits)``. Stream beats carry lanes the same way: beat ``sf`` of an input vector holds
-elements ``sf * simd + j``; output beat ``nf`` holds rows ``nf * pe + p``.
+elements ``sf * simd + j``; output beat ``nf`` holds rows ``nf * pe + p``. A bit-serial layer stores its ``k``
+weight bit planes one after another: the word at ``(nf * SF + sf) * k + b`` holds bit ``b`` of each weight code.
+
+Hardware number space (:class:`Arithmetic`): every processing element adds unsigned per-lane terms
+``term(w, x) = prod(w, r) + offset(w)`` where ``r`` is the input's rank among its type's values (its wire code
+minus the code of the smallest value) and ``offset(w) >= 0`` makes every term non-negative (a negative weight
+takes the bitwise complement ``M - r`` of the rank, ``M = 2**bits - 1``, instead of ``-r``). The unsigned sum
+``h`` relates to the IR's accumulator by ``acc = step * h + bias[row]`` with per-row integer constants, so the
+thresholds move into ``h`` space once, here, and the hardware never handles a sign until a raw output.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .datatypes import BIPOLAR, DataType
+from .datatypes import DataType
 from .errors import HwnetError
 from .ir import Dense, MultiThreshold
 
-__all__ = ["choose_folding", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "popcount_thresholds",
-           "pack_lanes", "unpack_lanes", "DEFAULT_TARGET_CYCLES"]
+__all__ = ["choose_folding", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "Arithmetic", "pe_kind",
+           "PE_KINDS", "pack_lanes", "unpack_lanes", "DEFAULT_TARGET_CYCLES",
+           "PARALLEL_MAX_THRESHOLDS"]
 
 DEFAULT_TARGET_CYCLES = 128
+
+#: Processing element kinds, by weight type (and input type): see :func:`pe_kind`.
+PE_KINDS = ("xnor", "addsub", "ternary", "shift", "lut", "bitplane", "bitserial")
+
+#: Output thresholds per channel up to which a matrix-vector unit compares them all at once; above, it runs a
+#: pipelined binary search over a threshold ROM.
+PARALLEL_MAX_THRESHOLDS = 3
 
 
 def _divisors(n):
@@ -31,19 +47,21 @@ def _divisors(n):
 
 def choose_folding(network, target_cycles=DEFAULT_TARGET_CYCLES):
     """Fill in PE/SIMD of dense layers that have none: the fewest lanes (``pe * simd``) that reach
-    ``target_cycles`` per vector, preferring wide SIMD (one input word feeds every PE). Layers with a folding
-    keep it. Returns a new network."""
+    ``target_cycles`` per vector, preferring wide SIMD (one input word feeds every PE). Layers with weights in
+    logic are unrolled fully. Layers with a folding keep it. Returns a new network."""
     if isinstance(target_cycles, bool) or not isinstance(target_cycles, (int, np.integer)) or target_cycles < 1:
         raise HwnetError(f"target cycles must be a positive integer, got {target_cycles!r}")
     layers = []
     for layer in network.layers:
-        if isinstance(layer, Dense) and (layer.pe is None or layer.simd is None):
+        if isinstance(layer, Dense) and layer.weight_storage == "logic":
+            layer = layer.with_folding(layer.out_features, layer.in_features)
+        elif isinstance(layer, Dense) and (layer.pe is None or layer.simd is None):
             best = None
             pes = [layer.pe] if layer.pe else _divisors(layer.out_features)
             simds = [layer.simd] if layer.simd else _divisors(layer.in_features)
             for pe in pes:
                 for simd in simds:
-                    cycles = (layer.out_features // pe) * (layer.in_features // simd)
+                    cycles = (layer.out_features // pe) * (layer.in_features // simd) * layer.planes
                     key = (cycles > target_cycles, pe * simd if cycles <= target_cycles else cycles, pe)
                     if best is None or key < best[0]:
                         best = (key, pe, simd)
@@ -52,14 +70,121 @@ def choose_folding(network, target_cycles=DEFAULT_TARGET_CYCLES):
     return network.replace_layers(layers)
 
 
-def popcount_thresholds(thresholds, n):
-    """Move accumulator-space thresholds of a bipolar x bipolar layer into popcount space.
+def pe_kind(layer):
+    """The processing element a dense layer needs, from its element types (raises :class:`HwnetError` for a
+    combination with none):
 
-    With ``acc = 2p - n``: ``acc >= T  <=>  p >= ceil((T + n) / 2)``. The result is clipped to ``[0, n + 1]``
-    (0: always passes, n + 1: never), which keeps every comparison unchanged since ``0 <= p <= n``.
+    ``"lut"``       a products table (any weight type x any input type but ``pot<k>``): look up and add.
+    ``"xnor"``      bipolar weights x bipolar inputs: XNOR-popcount.
+    ``"addsub"``    bipolar weights x k-bit inputs: add or subtract.
+    ``"ternary"``   ternary weights: add, subtract or skip.
+    ``"shift"``     ``pot<k>`` weights: shift, then add or subtract (or skip for 0).
+    ``"bitplane"``  ``uint<k>``/``int<k>`` weights: AND of every weight bit with every input bit, all planes
+                    summed at once with their shifts.
+    ``"bitserial"`` the same, one weight bit plane per cycle (``bit_serial`` layers).
     """
-    t = np.asarray(thresholds, dtype=np.int64)
-    return np.clip(-((-(t + n)) // 2), 0, n + 1)
+    w, x = layer.weight_type, layer.in_type
+    if x is None or x.kind == "pot":
+        raise HwnetError(f"layer {layer.name!r}: {x} inputs have no processing element; a layer's input must be "
+                         f"bipolar, ternary, uint<k> or int<k>")
+    if layer.products is not None:
+        return "lut"
+    if w.kind == "bipolar":
+        return "xnor" if x.kind == "bipolar" else "addsub"
+    if w.kind == "ternary":
+        return "ternary"
+    if w.kind == "pot":
+        return "shift"
+    return "bitserial" if layer.bit_serial else "bitplane"
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """The hardware number space of one processing element kind (see the module docstring): the numpy twin of
+    what a processing element adds per lane.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`PE_KINDS`.
+    weight_type, in_type : DataType
+    products : tuple of tuple of int, or None
+        The layer's products table (``"lut"`` only), indexed by value ranks.
+    """
+    kind: str
+    weight_type: DataType
+    in_type: DataType
+    products: tuple = None
+
+    def __post_init__(self):
+        if self.kind not in PE_KINDS:
+            raise HwnetError(f"unknown processing element kind {self.kind!r}; one of {', '.join(PE_KINDS)}")
+        if (self.kind == "lut") != (self.products is not None):
+            raise HwnetError("a products table goes with the 'lut' kind, and only with it")
+
+    @property
+    def input_mask(self):
+        """``M = 2**bits - 1`` of the input type: the complement of a rank ``r`` is ``M - r``."""
+        return (1 << self.in_type.bits) - 1
+
+    @property
+    def step(self):
+        """Input value per rank: ``x = step * r + min`` (2 for bipolar, else 1; 1 for a products table)."""
+        return 2 if self.in_type.kind == "bipolar" and self.kind != "lut" else 1
+
+    def _table(self):
+        return np.array(self.products, dtype=np.int64)
+
+    def lane_offset(self, w):
+        """``offset(w)``, per weight value (int64 array like ``w``)."""
+        w = np.asarray(w, dtype=np.int64)
+        if self.kind == "lut":
+            return np.full(w.shape, -int(self._table().min()), dtype=np.int64)
+        if self.kind in ("bitplane", "bitserial"):
+            if not self.weight_type.signed:
+                return np.zeros(w.shape, dtype=np.int64)
+            return (w < 0) * (self.input_mask << (self.weight_type.bits - 1))
+        return (w < 0) * self.input_mask * np.abs(w)
+
+    def terms(self, w, x):
+        """Per-lane hardware terms ``term(w, x) >= 0`` for weight values ``w`` and input values ``x``
+        (broadcast)."""
+        w, x = np.asarray(w, dtype=np.int64), np.asarray(x, dtype=np.int64)
+        r = self.in_type.ranks(x)
+        if self.kind == "lut":
+            t = self._table()
+            return t[self.weight_type.ranks(w), r] - t.min()
+        return w * r + self.lane_offset(w)
+
+    def plane_terms(self, w, x, plane):
+        """Bit-serial terms of weight bit ``plane``: ``h = sum over planes of 2**plane * plane_terms``."""
+        if self.kind != "bitserial":
+            raise HwnetError("plane terms belong to bit-serial processing elements")
+        w, x = np.asarray(w, dtype=np.int64), np.asarray(x, dtype=np.int64)
+        r = self.in_type.ranks(x)
+        bit = (self.weight_type.encode(w) >> plane) & 1
+        if self.weight_type.signed and plane == self.weight_type.bits - 1:
+            return bit * (self.input_mask - r)
+        return bit * r
+
+    def term_range(self, w):
+        """(lowest, highest) term of each weight value in ``w`` over every legal input."""
+        w = np.asarray(w, dtype=np.int64)
+        t = self.terms(w[..., None], self.in_type.values())
+        return t.min(axis=-1), t.max(axis=-1)
+
+    @property
+    def max_term(self):
+        """The largest term over all legal weights and inputs: sets a processing element's output width."""
+        return int(self.term_range(self.weight_type.values())[1].max())
+
+    def row_bias(self, weights):
+        """``bias`` per row of ``weights`` (rows, n): ``acc = step * h + bias``."""
+        w = np.asarray(weights, dtype=np.int64)
+        off = self.lane_offset(w).sum(axis=-1)
+        if self.kind == "lut":
+            return -off
+        return self.in_type.min * w.sum(axis=-1) - self.step * off
 
 
 def pack_lanes(values, dtype, lanes):
@@ -121,18 +246,28 @@ class ThresholdStage:
 
 @dataclass(frozen=True)
 class DenseStage:
-    """A folded XNOR-popcount matrix-vector-threshold unit.
+    """A folded matrix-vector-threshold unit with one kind of processing element.
 
     Members
     -------
+    arithmetic : :class:`Arithmetic`
+        The processing element kind and its number space.
+    planes : int
+        Weight bit planes evaluated one per cycle (bit-serial), else 1.
     weight_words : tuple of tuple of int
-        Per PE, the weight memory image (depth ``nf * sf``), ``simd`` lanes of ``weight_type.bits`` per word.
+        Per PE, the weight memory image (depth ``nf * sf * planes``), ``simd`` lanes of ``lane_bits`` per word.
+    weights_in_logic : bool
+        The weights are constants in the logic (a fully unrolled layer), not a ROM.
+    acc_bits : int
+        Width of the unsigned hardware accumulator ``h`` and of the thresholds.
+    biases : tuple of tuple of int
+        Per PE, per neuron fold: ``acc = arithmetic.step * h + bias`` for that row.
     thresholds : tuple of tuple of tuple of int, or None
-        Per PE, per neuron fold, the ascending popcount-space thresholds (``p >= t``); None for a raw layer.
-    count_bits : int
-        Width of the popcount ``p`` (0 .. in_features) and of the thresholds (0 .. in_features + 1).
+        Per PE, per neuron fold, the ascending thresholds in ``h`` space (``h >= t``); None for a raw layer.
+    threshold_search : str
+        ``"parallel"`` (one comparator per threshold) or ``"binary"`` (a pipelined binary search).
     out_type : DataType
-        Output element type: the thresholded type, or ``acc_type`` for a raw layer (``acc = 2p - N``).
+        Output element type: the thresholded type, or ``acc_type`` for a raw layer.
     """
     name: str
     in_features: int
@@ -143,10 +278,19 @@ class DenseStage:
     weight_type: DataType
     out_type: DataType
     acc_type: DataType
-    count_bits: int
+    arithmetic: Arithmetic
+    planes: int
     weight_words: tuple
+    weights_in_logic: bool
+    acc_bits: int
+    biases: tuple
     thresholds: tuple
+    threshold_search: str
     raw: bool
+
+    @property
+    def kind(self):
+        return self.arithmetic.kind
 
     @property
     def nf(self):
@@ -157,8 +301,23 @@ class DenseStage:
         return self.in_features // self.simd
 
     @property
+    def depth(self):
+        """Words per PE weight memory: ``nf * sf * planes``."""
+        return self.nf * self.sf * self.planes
+
+    @property
+    def lane_bits(self):
+        """Bits per weight lane in a memory word: one plane bit when bit-serial, else the weight code."""
+        return 1 if self.planes > 1 else self.weight_type.bits
+
+    @property
     def cycles(self):
-        return self.nf * self.sf
+        return self.nf * self.sf * self.planes
+
+    @property
+    def levels(self):
+        """Thresholds per channel (0 for a raw layer)."""
+        return 0 if self.raw else self.out_type.num_values - 1
 
     @property
     def weight_bits(self):
@@ -166,13 +325,11 @@ class DenseStage:
 
     @property
     def threshold_bits(self):
-        if self.raw:
-            return 0
-        return self.out_features * (self.out_type.num_values - 1) * self.count_bits
+        return self.out_features * self.levels * self.acc_bits
 
     @property
     def memory_bits(self):
-        return self.weight_bits + self.threshold_bits
+        return 0 if self.weights_in_logic else self.weight_bits + self.threshold_bits
 
     @property
     def lanes_in(self):
@@ -231,13 +388,15 @@ class DesignPlan:
         stages = []
         for s in self.stages:
             if isinstance(s, DenseStage):
-                stages.append({"name": s.name, "kind": "dense", "in": s.in_features, "out": s.out_features,
-                               "pe": s.pe, "simd": s.simd, "nf": s.nf, "sf": s.sf, "cycles": s.cycles,
+                stages.append({"name": s.name, "kind": "dense", "pe_kind": s.kind, "in": s.in_features,
+                               "out": s.out_features, "pe": s.pe, "simd": s.simd, "nf": s.nf, "sf": s.sf,
+                               "planes": s.planes, "cycles": s.cycles,
                                "in_type": s.in_type.name, "weight_type": s.weight_type.name,
                                "out_type": s.out_type.name, "acc_type": s.acc_type.name,
-                               "popcount_bits": s.count_bits, "weight_bits": s.weight_bits,
-                               "threshold_bits": s.threshold_bits,
-                               "memories": f"{s.pe} x {s.nf * s.sf} words x {s.simd * s.weight_type.bits} bits"})
+                               "acc_bits": s.acc_bits, "threshold_search": s.threshold_search if not s.raw else None,
+                               "weight_bits": s.weight_bits, "threshold_bits": s.threshold_bits,
+                               "weights": "logic" if s.weights_in_logic else
+                               f"{s.pe} x {s.depth} words x {s.simd * s.lane_bits} bits"})
             else:
                 stages.append({"name": s.name, "kind": "threshold", "size": s.size, "lanes": s.lanes,
                                "in_type": s.in_type.name, "out_type": s.out_type.name,
@@ -250,30 +409,59 @@ class DesignPlan:
                 "memory_bits": self.memory_bits, "stages": stages}
 
 
-def _dense_stage(layer):
+def _per_pe(values, pe, nf):
+    """Row-indexed values (MH, ...) -> per PE, per neuron fold (row ``f * pe + p``), as nested tuples."""
+    return tuple(tuple(_as_tuple(values[f * pe + p]) for f in range(nf)) for p in range(pe))
+
+
+def _as_tuple(v):
+    return tuple(int(e) for e in v) if np.ndim(v) else int(v)
+
+
+def _weight_images(layer, planes):
+    """Per PE weight memory images: word ``(f * sf + s) * planes + b`` (see the module docstring)."""
+    pe, simd = layer.pe, layer.simd
+    nf, sf = layer.out_features // pe, layer.in_features // simd
+    if planes == 1:
+        words = pack_lanes(layer.weights, layer.weight_type, simd)  # (MH, SF)
+    else:
+        codes = layer.weight_type.encode(layer.weights)
+        plane_bit = DataType("uint", 1)
+        words = np.stack([pack_lanes((codes >> b) & 1, plane_bit, simd) for b in range(planes)], axis=-1)
+    return tuple(tuple(int(w) for w in words[p::pe].reshape(nf * sf * planes)) for p in range(pe))
+
+
+def _dense_stage(layer, threshold_search=None):
     what = f"layer {layer.name!r}"
     if layer.pe is None or layer.simd is None:
         raise HwnetError(f"{what}: no folding; set pe/simd in the IR or let the compiler choose "
                          f"(hwnet compile --target-cycles N)")
-    if not (layer.weight_type == BIPOLAR and layer.in_type == BIPOLAR):
-        raise HwnetError(f"{what}: {layer.weight_type} weights x {layer.in_type} inputs have no processing "
-                         f"element yet; this hwnet builds bipolar x bipolar (XNOR-popcount) layers")
-    n = layer.in_features
-    nf, sf = layer.out_features // layer.pe, n // layer.simd
-    count_bits = max(1, (n + 1).bit_length())
-    words = pack_lanes(layer.weights, layer.weight_type, layer.simd)  # (MH, SF)
-    weight_words = tuple(
-        tuple(int(w) for w in words[p::layer.pe].reshape(nf * sf)) for p in range(layer.pe))
+    kind = pe_kind(layer)
+    products = None if layer.products is None else tuple(tuple(int(v) for v in row) for row in layer.products)
+    arith = Arithmetic(kind, layer.weight_type, layer.in_type, products)
+    pe, nf = layer.pe, layer.out_features // layer.pe
+    lo, hi = arith.term_range(layer.weights)
+    h_max = int(hi.sum(axis=1).max())
+    bias = arith.row_bias(layer.weights)
     raw = layer.thresholds is None
     thresholds = None
+    levels = 0
     if not raw:
-        t = popcount_thresholds(layer.thresholds, n)  # (MH, L)
-        thresholds = tuple(tuple(tuple(int(v) for v in t[nfi * layer.pe + p]) for nfi in range(nf))
-                           for p in range(layer.pe))
-    return DenseStage(name=layer.name, in_features=n, out_features=layer.out_features, pe=layer.pe,
+        levels = layer.thresholds.shape[1]
+        # acc >= T  <=>  step * h + bias >= T  <=>  h >= ceil((T - bias) / step); clipped to [0, h_max + 1]
+        # (0: always passes, h_max + 1: never), which changes no comparison since 0 <= h <= h_max.
+        step = arith.step
+        t = -((bias[:, None] - layer.thresholds) // step)
+        thresholds = _per_pe(np.clip(t, 0, h_max + 1), pe, nf)
+    if threshold_search is None:
+        threshold_search = "parallel" if levels <= PARALLEL_MAX_THRESHOLDS else "binary"
+    return DenseStage(name=layer.name, in_features=layer.in_features, out_features=layer.out_features, pe=pe,
                       simd=layer.simd, in_type=layer.in_type, weight_type=layer.weight_type,
-                      out_type=layer.out_type, acc_type=layer.acc_type, count_bits=count_bits,
-                      weight_words=weight_words, thresholds=thresholds, raw=raw)
+                      out_type=layer.out_type, acc_type=layer.acc_type, arithmetic=arith, planes=layer.planes,
+                      weight_words=_weight_images(layer, layer.planes),
+                      weights_in_logic=layer.weight_storage == "logic", acc_bits=max(1, (h_max + 1).bit_length()),
+                      biases=_per_pe(bias, pe, nf), thresholds=thresholds, threshold_search=threshold_search,
+                      raw=raw)
 
 
 def _threshold_stage(layer, lanes):
@@ -291,13 +479,19 @@ def _threshold_stage(layer, lanes):
                           out_type=layer.out_type, thresholds=t)
 
 
-def plan(network):
-    """Lower ``network`` (with folding set on every dense layer) into a :class:`DesignPlan`."""
+def plan(network, *, threshold_search=None):
+    """Lower ``network`` (with folding set on every dense layer) into a :class:`DesignPlan`.
+
+    ``threshold_search`` (``"parallel"`` or ``"binary"``) forces how every thresholded dense layer compares;
+    None chooses per layer (parallel up to :data:`PARALLEL_MAX_THRESHOLDS` thresholds per channel).
+    """
+    if threshold_search not in (None, "parallel", "binary"):
+        raise HwnetError(f"threshold search must be 'parallel' or 'binary', not {threshold_search!r}")
     stages = []
     layers = network.layers
     for i, layer in enumerate(layers):
         if isinstance(layer, Dense):
-            stages.append(_dense_stage(layer))
+            stages.append(_dense_stage(layer, threshold_search))
         elif isinstance(layer, MultiThreshold):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             if isinstance(nxt, MultiThreshold):

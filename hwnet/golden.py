@@ -2,7 +2,9 @@
 
 Each op has a numpy twin here (FINN's ``execute_node``): :func:`multithreshold` and :func:`dense_accumulate`.
 Bipolar x bipolar layers run bit-packed: the inputs and weights are packed 64 lanes to a word,
-``p = popcount(xnor(w, x))`` and ``acc = 2p - N``; other types run as an exact int64 matrix product.
+``p = popcount(xnor(w, x))`` and ``acc = 2p - N`` (:func:`xnor_popcount`); layers with a products table sum
+looked-up products (:func:`lookup_accumulate`); every other weight type (ternary, power-of-two, k-bit integer)
+runs as an exact int64 matrix product.
 """
 
 import os
@@ -14,7 +16,8 @@ from .datatypes import BIPOLAR
 from .errors import HwnetError
 from .ir import Dense, MultiThreshold
 
-__all__ = ["execute", "multithreshold", "dense_accumulate", "pack_bipolar", "xnor_popcount", "classify"]
+__all__ = ["execute", "multithreshold", "dense_accumulate", "pack_bipolar", "xnor_popcount", "lookup_accumulate",
+           "classify"]
 
 _THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _ROWS_PER_THREAD = 256
@@ -74,11 +77,24 @@ def xnor_popcount(x_packed, w_packed, n):
     return n - diff.astype(np.int64)
 
 
+def lookup_accumulate(products, weight_ranks, x_ranks):
+    """``acc[b, o] = sum_i products[weight_ranks[o, i], x_ranks[b, i]]``, int64: one masked matrix product per
+    input value."""
+    acc = np.zeros((x_ranks.shape[0], weight_ranks.shape[0]), dtype=np.int64)
+    for j in range(products.shape[1]):
+        acc += (x_ranks == j).astype(np.int64) @ products[weight_ranks, j].T
+    return acc
+
+
 def dense_accumulate(layer, x, *, bits=None):
-    """``acc[b, o] = sum_i W[o, i] * x[b, i]``, exact, int64.
+    """``acc[b, o] = sum_i W[o, i] * x[b, i]`` (or the products table's entries), exact, int64.
 
     For a bipolar input, ``bits`` (``x > 0`` as booleans) may be given instead of ``x`` (then ``x`` may be None).
     """
+    if layer.products is not None:
+        if x is None:
+            x = np.where(bits, 1, -1)
+        return lookup_accumulate(layer.products, layer.weight_type.ranks(layer.weights), layer.in_type.ranks(x))
     if layer.weight_type == BIPOLAR and layer.in_type == BIPOLAR:
         n = layer.in_features
         xp = _pack_bits(bits) if bits is not None else pack_bipolar(x)

@@ -7,9 +7,12 @@ exact integer arithmetic over the element types of :mod:`hwnet.datatypes`:
     Elementwise: ``y[i] = sum_l [x[i] >= T[c, l]]`` with ``c = 0`` (one set of thresholds for the whole tensor)
     or ``c = i`` (one set per element). The output value is the ``y``-th smallest value of ``out_type``.
 :class:`Dense` (op ``"dense"``)
-    Matrix-vector-threshold: ``acc[o] = sum_i W[o, i] * x[i]``, exact, no overflow. With thresholds,
-    ``y[o] = sum_l [acc[o] >= T[o, l]]`` and the output value is the ``y``-th smallest value of ``out_type``;
-    without, the output is the raw accumulator (``out_type`` is then the accumulator type).
+    Matrix-vector-threshold: ``acc[o] = sum_i W[o, i] * x[i]``, exact, no overflow. With a ``products`` table
+    (lookup-table products, e.g. codebook weights and discretized activations), ``W[o, i] * x[i]`` is replaced
+    by ``products[rank(W[o, i]), rank(x[i])]``, where ``rank(v)`` is the index of ``v`` among its type's legal
+    values in ascending order. With thresholds, ``y[o] = sum_l [acc[o] >= T[o, l]]`` and the output value is
+    the ``y``-th smallest value of ``out_type``; without, the output is the raw accumulator (``out_type`` is
+    then the accumulator type).
 
 Thresholds are ascending per channel, compared with ``>=``. The number of thresholds is the number of values
 of ``out_type`` minus one (1 for bipolar). Widths are derived from the actual weights and types, never stored
@@ -123,13 +126,22 @@ class Dense:
     pe, simd : int or None
         Folding: ``pe`` outputs in parallel, ``simd`` inputs per PE per cycle. ``pe`` must divide
         ``out_features`` and ``simd`` must divide ``in_features``. None leaves the choice to the compiler.
+    products : array of int, shape (weight values, input values), or None
+        Lookup-table products: entry ``[i, j]`` is the product of the ``i``-th smallest weight value and the
+        ``j``-th smallest input value. None: the products are ``W * x``.
+    weight_storage : ``"rom"`` or ``"logic"``
+        Hardware choice: weights in block-RAM ROMs (folded), or folded into the logic as constants. ``"logic"``
+        needs the layer fully unrolled (``pe = out_features``, ``simd = in_features``: one vector per cycle).
+    bit_serial : bool
+        Hardware choice for ``uint<k>``/``int<k>`` weights: evaluate one weight bit plane per cycle (``k`` times
+        the cycles, a ``k`` times narrower processing element) instead of all planes at once.
     name : str
     """
 
     op = "dense"
 
     def __init__(self, *, weights, weight_type="bipolar", thresholds=None, out_type=None, pe=None, simd=None,
-                 name="dense"):
+                 products=None, weight_storage="rom", bit_serial=False, name="dense"):
         self.name = str(name)
         what = f"layer {self.name!r}"
         self.weight_type = parse_type(weight_type)
@@ -150,6 +162,26 @@ class Dense:
             self.thresholds = _check_thresholds(thresholds, (self.out_features,), self.out_type, what)
         self.pe = _folding(pe, "pe", self.out_features, "out_features", what)
         self.simd = _folding(simd, "simd", self.in_features, "in_features", what)
+        self.products = None if products is None else _int_array(products, f"{what} products", 2)
+        if self.products is not None and self.products.size == 0:
+            raise HwnetError(f"{what}: the products table is empty")
+        if weight_storage not in ("rom", "logic"):
+            raise HwnetError(f"{what}: weight_storage must be 'rom' or 'logic', not {weight_storage!r}")
+        self.weight_storage = weight_storage
+        if weight_storage == "logic" and ((self.pe is not None and self.pe != self.out_features)
+                                          or (self.simd is not None and self.simd != self.in_features)):
+            raise HwnetError(f"{what}: weights in logic need the layer fully unrolled (pe={self.out_features}, "
+                             f"simd={self.in_features}), got pe={self.pe} simd={self.simd}; use "
+                             f"weight_storage='rom' to fold it")
+        if not isinstance(bit_serial, (bool, np.bool_)):
+            raise HwnetError(f"{what}: bit_serial must be true or false, not {bit_serial!r}")
+        self.bit_serial = bool(bit_serial)
+        if self.bit_serial and (self.weight_type.kind not in ("uint", "int") or self.products is not None):
+            raise HwnetError(f"{what}: bit-serial evaluation is for uint<k>/int<k> weights without a products "
+                             f"table, not {self.weight_type} weights")
+        if self.bit_serial and weight_storage == "logic":
+            raise HwnetError(f"{what}: a bit-serial layer reads one weight plane per cycle from a ROM; it cannot "
+                             f"keep its weights in logic")
         self.in_type = None
 
     @property
@@ -167,6 +199,11 @@ class Dense:
         what = f"layer {self.name!r}"
         if size != self.in_features:
             raise HwnetError(f"{what}: takes {self.in_features} inputs but the layer before it gives {size}")
+        if self.products is not None:
+            shape = (self.weight_type.num_values, in_type.num_values)
+            if self.products.shape != shape:
+                raise HwnetError(f"{what}: products table must have shape {shape} ({self.weight_type} weight "
+                                 f"values x {in_type} input values), got {self.products.shape}")
         self.in_type = in_type
         if self.thresholds is None:
             self.out_type = self.acc_type
@@ -175,10 +212,15 @@ class Dense:
         """(lowest, highest) accumulator value over all rows and all legal inputs: the worst case."""
         if self.in_type is None:
             raise HwnetError(f"layer {self.name!r} is not part of a network yet")
-        lo_x, hi_x = self.in_type.min, self.in_type.max
-        w = self.weights
-        row_lo = np.minimum(w * lo_x, w * hi_x).sum(axis=1)
-        row_hi = np.maximum(w * lo_x, w * hi_x).sum(axis=1)
+        if self.products is not None:
+            ranks = self.weight_type.ranks(self.weights)
+            row_lo = self.products.min(axis=1)[ranks].sum(axis=1)
+            row_hi = self.products.max(axis=1)[ranks].sum(axis=1)
+        else:
+            lo_x, hi_x = self.in_type.min, self.in_type.max
+            w = self.weights
+            row_lo = np.minimum(w * lo_x, w * hi_x).sum(axis=1)
+            row_hi = np.maximum(w * lo_x, w * hi_x).sum(axis=1)
         return int(row_lo.min()), int(row_hi.max())
 
     @property
@@ -187,19 +229,23 @@ class Dense:
         return type_for_range(*self.acc_range())
 
     @property
+    def planes(self):
+        """Weight bit planes evaluated one after another: the weight bits when bit-serial, else 1."""
+        return self.weight_type.bits if self.bit_serial else 1
+
+    @property
     def cycles(self):
-        """Cycles per input vector: (out_features / pe) * (in_features / simd)."""
+        """Cycles per input vector: (out_features / pe) * (in_features / simd) * planes."""
         if self.pe is None or self.simd is None:
             return None
-        return (self.out_features // self.pe) * (self.in_features // self.simd)
+        return (self.out_features // self.pe) * (self.in_features // self.simd) * self.planes
 
     def with_folding(self, pe, simd):
         """A copy of this layer with another folding (validated)."""
-        layer = Dense(weights=self.weights, weight_type=self.weight_type,
-                      thresholds=self.thresholds,
-                      out_type=self.out_type if self.thresholds is not None else None,
-                      pe=pe, simd=simd, name=self.name)
-        return layer
+        return Dense(weights=self.weights, weight_type=self.weight_type, thresholds=self.thresholds,
+                     out_type=self.out_type if self.thresholds is not None else None, pe=pe, simd=simd,
+                     products=self.products, weight_storage=self.weight_storage, bit_serial=self.bit_serial,
+                     name=self.name)
 
     def header(self, arrays):
         arrays[f"{self.name}.weights"] = self.weights.astype(_narrow_dtype(self.weights))
@@ -211,19 +257,28 @@ class Dense:
             h["out_type"] = self.out_type.name
         else:
             h["thresholds"] = None
+        if self.products is not None:
+            arrays[f"{self.name}.products"] = self.products
+            h["products"] = f"{self.name}.products"
         if self.in_type is not None:
             h["acc_type"] = self.acc_type.name
         h["pe"] = self.pe
         h["simd"] = self.simd
+        if self.weight_storage != "rom":
+            h["weight_storage"] = self.weight_storage
+        if self.bit_serial:
+            h["bit_serial"] = True
         return h
 
     @classmethod
     def from_header(cls, h, arrays):
         thresholds = _get_array(arrays, h, "thresholds") if h.get("thresholds") is not None else None
+        products = _get_array(arrays, h, "products") if h.get("products") is not None else None
         return cls(name=h["name"], weights=_get_array(arrays, h, "weights"),
                    weight_type=h.get("weight_type", "bipolar"), thresholds=thresholds,
                    out_type=h.get("out_type") if thresholds is not None else None,
-                   pe=h.get("pe"), simd=h.get("simd"))
+                   pe=h.get("pe"), simd=h.get("simd"), products=products,
+                   weight_storage=h.get("weight_storage", "rom"), bit_serial=h.get("bit_serial", False))
 
 
 def _folding(value, what, size, size_name, where):
@@ -314,8 +369,11 @@ class Network:
         for layer in self.layers:
             if isinstance(layer, Dense):
                 fold = f"pe={layer.pe} simd={layer.simd}" if layer.pe else "folding unset"
+                extra = "".join([" products-table" if layer.products is not None else "",
+                                 " weights-in-logic" if layer.weight_storage == "logic" else "",
+                                 " bit-serial" if layer.bit_serial else ""])
                 lines.append(f"  {layer.name}: dense {layer.in_features}->{layer.out_features} "
-                             f"w={layer.weight_type} acc={layer.acc_type} out={layer.out_type} {fold}")
+                             f"w={layer.weight_type} acc={layer.acc_type} out={layer.out_type} {fold}{extra}")
             else:
                 lines.append(f"  {layer.name}: threshold {layer.size} x {layer.in_type}->{layer.out_type}")
         return lines

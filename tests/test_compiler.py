@@ -3,19 +3,78 @@
 import numpy as np
 import pytest
 
-from hwnet import compiler, ir
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwnet import compiler, golden, ir
 from hwnet.datatypes import parse_type
 from hwnet.errors import HwnetError
+from hwnet.gateware.testing import random_dense
+
+
+# Every processing element kind, with the weight and input types it takes.
+KIND_TYPES = [("xnor", "bipolar", ["bipolar"]),
+              ("addsub", "bipolar", ["ternary", "uint1", "uint3", "uint8", "int2", "int5", "int8"]),
+              ("ternary", "ternary", ["bipolar", "ternary", "uint2", "int4", "uint7"]),
+              ("shift", "pot2", ["bipolar", "uint3"]), ("shift", "pot3", ["int3", "ternary"]),
+              ("shift", "pot5", ["uint4", "int6"]),
+              ("lut", "uint2", ["uint2", "int3", "bipolar"]), ("lut", "bipolar", ["uint3"]),
+              ("bitplane", "uint3", ["uint4", "int2", "bipolar"]), ("bitplane", "int4", ["int3", "ternary", "uint5"]),
+              ("bitserial", "int5", ["uint3", "int2"]), ("bitserial", "uint2", ["int4"])]
+
+
+def _layer_of_kind(kind, weight_type, in_type, seed, out_type="uint3"):
+    rng = np.random.default_rng(seed)
+    mh, mw = int(rng.integers(1, 9)), int(rng.integers(1, 13))
+    layer = random_dense(rng, mw, mh, name="fc", in_type=in_type, weight_type=weight_type,
+                         out_type=out_type, raw=out_type is None, products=kind == "lut",
+                         bit_serial=kind == "bitserial")
+    net = ir.Network(input_type=in_type, input_size=mw, layers=[layer])
+    return rng, net, compiler.plan(net).stages[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=st.sampled_from([(k, w, x) for k, w, xs in KIND_TYPES for x in xs]), seed=st.integers(0, 2**32 - 1),
+       out_type=st.sampled_from(["bipolar", "uint3", "int2", "ternary", None]))
+def test_hardware_number_space_is_exact(case, seed, out_type):
+    # For every kind: the unsigned sum h of the per-lane terms maps back to the IR accumulator by
+    # acc = step * h + bias, every term is non-negative and within the accumulator width, and the
+    # thresholds moved into h space decide exactly what the IR's thresholds decide.
+    kind, weight_type, in_type = case
+    rng, net, stage = _layer_of_kind(kind, weight_type, in_type, seed, out_type)
+    layer, arith = net.layers[0], stage.arithmetic
+    assert stage.kind == kind == compiler.pe_kind(layer)
+    t = layer.in_type
+    x = rng.choice(t.values(), size=(30, layer.in_features))
+    x[0], x[1] = t.max, t.min
+    for row in range(layer.out_features):  # and each row's own worst cases
+        x = np.vstack([x, [t.values()[np.argmax(arith.terms(w, t.values()))] for w in layer.weights[row]],
+                       [t.values()[np.argmin(arith.terms(w, t.values()))] for w in layer.weights[row]]])
+    acc = golden.dense_accumulate(layer, x)
+    terms = arith.terms(layer.weights[None, :, :], x[:, None, :])  # (batch, rows, lanes)
+    assert terms.min() >= 0
+    h = terms.sum(axis=2)
+    assert h.max() < 2 ** stage.acc_bits
+    bias = np.array([stage.biases[r % stage.pe][r // stage.pe] for r in range(layer.out_features)])
+    np.testing.assert_array_equal(arith.step * h + bias, acc)
+    if layer.thresholds is not None:
+        for r in range(layer.out_features):
+            moved = np.array(stage.thresholds[r % stage.pe][r // stage.pe])
+            assert moved.max() < 2 ** stage.acc_bits
+            np.testing.assert_array_equal(acc[:, r, None] >= layer.thresholds[r], h[:, r, None] >= moved)
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 64, 65])
-def test_popcount_thresholds_preserve_every_comparison(n):
-    # For every threshold in a wide range and every reachable popcount p: acc >= T <=> p >= T'.
+def test_xnor_thresholds_move_into_popcount_space(n):
+    # For every threshold in a wide range and every reachable popcount p: acc >= T <=> p >= T', and the moved
+    # thresholds are those of the foundation's XNOR-popcount rule T' = ceil((T + n) / 2), clipped to [0, n + 1].
     t = np.arange(-n - 5, n + 6)[:, None]
-    tp = compiler.popcount_thresholds(t, n)
-    assert tp.min() >= 0 and tp.max() <= n + 1
+    layer = ir.Dense(weights=np.ones((len(t), n), dtype=int), thresholds=t, out_type="bipolar", pe=1, simd=1)
+    stage = compiler.plan(ir.Network(input_type="bipolar", input_size=n, layers=[layer])).stages[0]
+    moved = np.array([stage.thresholds[0][f][0] for f in range(len(t))])
+    np.testing.assert_array_equal(moved, np.clip(-((-(t[:, 0] + n)) // 2), 0, n + 1))
     for p in range(n + 1):
-        np.testing.assert_array_equal((2 * p - n) >= t, p >= tp)
+        np.testing.assert_array_equal((2 * p - n) >= t[:, 0], p >= moved)
 
 
 @pytest.mark.parametrize("type_name,lanes", [("bipolar", 8), ("uint5", 4), ("int3", 3), ("bipolar", 64),
@@ -56,10 +115,26 @@ def test_memory_images_follow_the_documented_layout():
                 for j in range(st.simd):
                     rebuilt[nf * st.pe + p, sf * st.simd + j] = 1 if (word >> j) & 1 else -1
     np.testing.assert_array_equal(rebuilt, w)
-    t = compiler.popcount_thresholds(net.layers[0].thresholds, 20)
+    t = np.clip(-((-(net.layers[0].thresholds + 20)) // 2), 0, 21)
     for p in range(st.pe):
         for nf in range(st.nf):
             assert st.thresholds[p][nf] == tuple(t[nf * st.pe + p])
+
+
+def test_bit_serial_memory_holds_weight_planes_in_order():
+    rng = np.random.default_rng(3)
+    layer = random_dense(rng, 6, 4, name="fc", in_type="uint2", weight_type="int3", bit_serial=True, pe=2, simd=3)
+    net = ir.Network(input_type="uint2", input_size=6, layers=[layer])
+    st = compiler.plan(net).stages[0]
+    assert (st.planes, st.lane_bits, st.depth, st.cycles) == (3, 1, 2 * 2 * 3, 2 * 2 * 3)
+    codes = parse_type("int3").encode(layer.weights)
+    for p in range(st.pe):
+        for f in range(st.nf):
+            for s in range(st.sf):
+                for b in range(3):
+                    word = st.weight_words[p][(f * st.sf + s) * 3 + b]
+                    for j in range(st.simd):
+                        assert (word >> j) & 1 == (codes[f * st.pe + p, s * st.simd + j] >> b) & 1
 
 
 def test_plan_summary_numbers():
@@ -95,10 +170,13 @@ def test_plan_errors():
     net = ir.Network(input_type="bipolar", input_size=4, layers=[ir.Dense(weights=np.ones((2, 4), int))])
     with pytest.raises(HwnetError, match="no folding"):
         compiler.plan(net)
-    net = ir.Network(input_type="uint4", input_size=4, layers=[
+    net = ir.Network(input_type="pot3", input_size=4, layers=[
         ir.Dense(weights=np.ones((2, 4), int), weight_type="int2", pe=1, simd=1)])
-    with pytest.raises(HwnetError, match="no processing element yet"):
+    with pytest.raises(HwnetError, match=r"^layer 'dense': pot3 inputs have no processing element; a layer's "
+                                         r"input must be bipolar, ternary, uint<k> or int<k>$"):
         compiler.plan(net)
+    with pytest.raises(HwnetError, match="threshold search must be 'parallel' or 'binary'"):
+        compiler.plan(net, threshold_search="linear")
     with pytest.raises(HwnetError, match="target cycles"):
         compiler.choose_folding(net, 0)
     net = ir.Network(input_type="uint4", input_size=4, layers=[
@@ -106,3 +184,26 @@ def test_plan_errors():
         ir.Dense(weights=np.ones((2, 4), int), pe=1, simd=4)])
     with pytest.raises(HwnetError, match="per-element thresholds"):
         compiler.plan(net)
+
+
+def test_choose_folding_unrolls_logic_layers_and_counts_planes():
+    rng = np.random.default_rng(4)
+    logic = random_dense(rng, 12, 6, name="a", in_type="uint3", weight_type="ternary", weight_storage="logic")
+    serial = random_dense(rng, 6, 8, name="b", in_type="bipolar", weight_type="int4", bit_serial=True, raw=True,
+                          pe=1, simd=1)
+    serial = ir.Dense(weights=serial.weights, weight_type="int4", bit_serial=True, name="b")
+    net = compiler.choose_folding(ir.Network(input_type="uint3", input_size=12, layers=[logic, serial]), 16)
+    a, b = net.layers
+    assert (a.pe, a.simd, a.cycles) == (6, 12, 1)
+    assert b.cycles == (8 // b.pe) * (6 // b.simd) * 4 <= 16
+    assert b.pe * b.simd == min(p * s for p in (1, 2, 4, 8) for s in (1, 2, 3, 6) if (8 // p) * (6 // s) * 4 <= 16)
+    stages = compiler.plan(net).stages
+    assert stages[0].weights_in_logic and stages[0].memory_bits == 0 and stages[1].planes == 4
+
+
+@pytest.mark.parametrize("out_type,search", [("bipolar", "parallel"), ("uint2", "parallel"), ("ternary", "parallel"),
+                                             ("int3", "binary"), ("uint4", "binary")])
+def test_threshold_search_by_count(out_type, search):
+    _, _, stage = _layer_of_kind("addsub", "bipolar", "uint3", 5, out_type)
+    assert stage.threshold_search == search
+    assert stage.levels == parse_type(out_type).num_values - 1

@@ -1,38 +1,40 @@
-"""The folded XNOR-popcount matrix-vector-threshold unit (FINN's MVAU).
+"""The folded matrix-vector-threshold unit (FINN's MVAU), with any kind of processing element.
 
-A dense layer with ``MH`` outputs and ``MW`` bipolar inputs runs on ``pe`` processing elements, each taking
-``simd`` input lanes per cycle. An input vector arrives as ``sf = MW / simd`` beats; the unit computes
-``nf = MH / pe`` neuron folds over it, one beat per cycle, so a vector takes exactly ``nf * sf`` cycles.
-The memory layout and the stream lane order are those of :mod:`hwnet.compiler`: at neuron fold ``f`` PE ``p``
-computes row ``f * pe + p`` from the word at address ``f * sf + s`` of its own weight memory, and output beat
+A dense layer with ``MH`` outputs and ``MW`` inputs runs on ``pe`` processing elements (:mod:`.pe`, chosen by the
+stage's :class:`~hwnet.compiler.Arithmetic`), each taking ``simd`` input lanes per cycle. An input vector arrives
+as ``sf = MW / simd`` beats; the unit computes ``nf = MH / pe`` neuron folds over it, one beat per cycle (one beat
+per weight bit plane per cycle when bit-serial), so a vector takes exactly ``nf * sf * planes`` cycles. The memory
+layout and the stream lane order are those of :mod:`hwnet.compiler`: at neuron fold ``f`` PE ``p`` computes row
+``f * pe + p`` from the words at addresses ``(f * sf + s) * planes + b`` of its own weight memory, and output beat
 ``f`` carries rows ``f * pe .. f * pe + pe - 1`` in lanes ``0 .. pe - 1``.
 
 Pipeline (every register advances together on ``advance = ~o.valid | o.ready``, so a stalled output freezes
 the whole unit, memory read ports included, and nothing is lost or repeated)::
 
-    S0 issue     fold counters (f, s), weight address; during fold 0 the input beat is accepted, written
-                 into the input buffer at s and kept in a register; in later folds the buffer is read at s.
-    S1 read      weight words (one per PE) and the input word (register in fold 0, buffer otherwise).
-    S2 count     p_beat = popcount(~(w ^ x)) per PE, registered.
-    S3 acc       acc = (s == 0 ? 0 : acc) + p_beat per PE; after a fold's last beat it holds p for the row,
-                 and the thresholds of that fold have been read from the threshold memory.
-    S4 out       y = sum_l [p >= T_l] (or 2p - MW for a raw layer), registered on ``o``.
+    S0 issue     fold counters (f, s, b), weight address; during fold 0 the input beat is accepted (at plane 0),
+                 written into the input buffer at s and kept in a register; in later folds the buffer is read.
+    S1 read      weight words (one per PE, from a ROM or constants) and the input word; the processing
+                 element sums the lanes' terms, registered.
+    S2 acc       h = (first ? 0 : h) + (term sum << b) per PE; after a fold's last beat it holds the row's h,
+                 and the threshold stage's first ROM read (by fold) has been issued.
+    S3.. out     y = sum_l [h >= T_l] by :class:`~.threshold.ThresholdSearch` (``bits(L) - 1`` more stages for a
+                 binary search), or ``step * h + bias`` for a raw layer, registered on ``o``.
 
-A fold's output beat is valid 4 cycles after the cycle in which its last input beat was issued (accepted, for
-fold 0). The next vector's beats are accepted in the cycle after its predecessor's last fold is issued, so a
-vector takes ``nf * sf`` cycles with no fill overhead.
+A fold's output beat is valid :attr:`MatrixVectorThresholdUnit.latency` cycles after the cycle in which its last
+input beat was issued (accepted, for fold 0). The next vector's beats are accepted in the cycle after its
+predecessor's last fold is issued, so a vector takes ``nf * sf * planes`` cycles with no fill overhead.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..compiler import DenseStage
-from ..datatypes import BIPOLAR
 from ..errors import HwnetError
 from ._common import beat_signature, first_code, validating
-from .popcount import PopCount, balanced_sum
+from .pe import processing_element
+from .threshold import ThresholdSearch
 
 __all__ = ["MatrixVectorThresholdUnit", "check_dense_stage"]
 
@@ -42,44 +44,42 @@ def check_dense_stage(stage):
     if not isinstance(stage, DenseStage):
         raise HwnetError(f"MatrixVectorThresholdUnit needs a DenseStage from hwnet.compiler.plan, "
                          f"not {type(stage).__name__}")
-    if stage.in_type != BIPOLAR or stage.weight_type != BIPOLAR:
-        raise HwnetError(f"stage {stage.name!r}: the matrix-vector unit computes bipolar x bipolar layers, "
-                         f"not {stage.weight_type} weights x {stage.in_type} inputs")
-    depth = stage.nf * stage.sf
-    if len(stage.weight_words) != stage.pe or any(len(w) != depth for w in stage.weight_words):
+    if len(stage.weight_words) != stage.pe or any(len(w) != stage.depth for w in stage.weight_words):
         raise HwnetError(f"stage {stage.name!r}: weight memory images do not match pe={stage.pe}, "
-                         f"depth nf*sf={depth}")
+                         f"depth nf*sf*planes={stage.depth}")
+    if stage.weights_in_logic and stage.depth != 1:
+        raise HwnetError(f"stage {stage.name!r}: weights in logic need one word per PE (a fully unrolled "
+                         f"layer), not {stage.depth}")
+    if len(stage.biases) != stage.pe or any(len(b) != stage.nf for b in stage.biases):
+        raise HwnetError(f"stage {stage.name!r}: biases must be pe x nf")
     if not stage.raw:
-        levels = stage.out_type.num_values - 1
         if (stage.thresholds is None or len(stage.thresholds) != stage.pe
-                or any(len(t) != stage.nf or any(len(row) != levels for row in t) for t in stage.thresholds)):
-            raise HwnetError(f"stage {stage.name!r}: thresholds must be pe x nf x {levels} "
+                or any(len(t) != stage.nf or any(len(row) != stage.levels for row in t)
+                       for t in stage.thresholds)):
+            raise HwnetError(f"stage {stage.name!r}: thresholds must be pe x nf x {stage.levels} "
                              f"(one per {stage.out_type} level)")
         first_code(stage.out_type)
 
 
 class MatrixVectorThresholdUnit(wiring.Component):
-    """Folded XNOR-popcount matrix-vector-threshold unit for one :class:`~hwnet.compiler.DenseStage`.
+    """Folded matrix-vector-threshold unit for one :class:`~hwnet.compiler.DenseStage`.
 
     Parameters
     ----------
     stage : :class:`~hwnet.compiler.DenseStage`
-        A bipolar x bipolar dense stage from :func:`hwnet.compiler.plan`: weight memory images, popcount-space
-        thresholds (or ``raw``), folding.
+        A dense stage from :func:`hwnet.compiler.plan`: processing element kind, weight memory images,
+        thresholds in the unit's accumulator space (or ``raw`` with per-row biases), folding.
 
     Members
     -------
-    i : ``In(stream.Signature(beat_layout(stage.simd, 1)))``
-        Input vectors, ``stage.sf`` beats each, ``simd`` bipolar lanes per beat (bit 1 = +1). The incoming
+    i : ``In(stream.Signature(beat_layout(stage.simd, stage.in_type.bits)))``
+        Input vectors, ``stage.sf`` beats each, ``simd`` lanes of ``in_type`` codes per beat. The incoming
         ``last`` is ignored: the unit knows its vector length.
     o : ``Out(stream.Signature(beat_layout(stage.pe, stage.out_type.bits)))``
         Output vectors, ``stage.nf`` beats each, ``pe`` lanes of ``stage.out_type`` per beat; ``last`` is set
-        on the final beat of every vector. A raw layer's lanes are ``2 * p - MW`` in two's complement,
-        ``stage.acc_type.bits`` wide.
+        on the final beat of every vector. A raw layer's lanes are the accumulators
+        ``arithmetic.step * h + bias`` in two's complement, ``stage.acc_type.bits`` wide.
     """
-
-    #: Cycles from the cycle a fold's last input beat is issued to the cycle its output beat is valid.
-    LATENCY = 4
 
     def __init__(self, *, stage):
         with validating(self):
@@ -88,7 +88,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
                 self._first_code = first_code(stage.out_type)
         self._stage = stage
         super().__init__({
-            "i": In(beat_signature(stage.simd, 1)),
+            "i": In(beat_signature(stage.simd, stage.in_type.bits)),
             "o": Out(beat_signature(stage.pe, stage.out_type.bits)),
         })
 
@@ -96,53 +96,69 @@ class MatrixVectorThresholdUnit(wiring.Component):
     def stage(self):
         return self._stage
 
+    @property
+    def latency(self):
+        """Cycles from the cycle a fold's last input beat is issued to the cycle its output beat is valid:
+        4, plus ``bits(L) - 1`` for a binary threshold search."""
+        s = self._stage
+        extra = 0 if s.raw or s.threshold_search == "parallel" else s.levels.bit_length() - 1
+        return 4 + extra
+
     def elaborate(self, platform):
         s = self._stage
-        pe, simd, nf, sf = s.pe, s.simd, s.nf, s.sf
-        cb = s.count_bits
+        pe, nf, sf, planes = s.pe, s.nf, s.sf, s.planes
+        xbits = s.simd * s.in_type.bits
         m = Module()
 
         advance = Signal()
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
 
-        # S0: issue. Fold counters and the weight address (a counter: no multiplier for f * sf + s).
+        # S0: issue. Fold counters and the weight address (a counter: no multiplier for its arithmetic).
         fold = Signal(range(nf), name="fold")
         beat = Signal(range(sf), name="beat")
-        waddr = Signal(range(nf * sf), name="waddr")
+        plane = Signal(range(planes), name="plane")
+        waddr = Signal(range(s.depth), name="waddr")
         in_fold0 = Signal()
+        take = Signal()  # this cycle needs a new input beat
         fire = Signal()
         m.d.comb += [
             in_fold0.eq(fold == 0),
-            fire.eq(advance & (~in_fold0 | self.i.valid)),
-            self.i.ready.eq(advance & in_fold0),
+            take.eq(in_fold0 & (plane == 0)),
+            fire.eq(advance & (~take | self.i.valid)),
+            self.i.ready.eq(advance & take),
         ]
+        last_plane = plane == planes - 1
         with m.If(fire):
-            with m.If(beat == sf - 1):
-                m.d.sync += beat.eq(0)
-                with m.If(fold == nf - 1):
-                    m.d.sync += fold.eq(0)
+            with m.If(last_plane):
+                m.d.sync += plane.eq(0)
+                with m.If(beat == sf - 1):
+                    m.d.sync += beat.eq(0)
+                    with m.If(fold == nf - 1):
+                        m.d.sync += fold.eq(0)
+                    with m.Else():
+                        m.d.sync += fold.eq(fold + 1)
                 with m.Else():
-                    m.d.sync += fold.eq(fold + 1)
+                    m.d.sync += beat.eq(beat + 1)
             with m.Else():
-                m.d.sync += beat.eq(beat + 1)
-            with m.If(waddr == nf * sf - 1):
+                m.d.sync += plane.eq(plane + 1)
+            with m.If(waddr == s.depth - 1):
                 m.d.sync += waddr.eq(0)
             with m.Else():
                 m.d.sync += waddr.eq(waddr + 1)
 
         # S1: the input word. Fold 0 takes it from the stream (and stores it); later folds re-read it.
-        x_in = Signal(simd, name="x_in")
+        x_in = Signal(xbits, name="x_in")
         x_from_in = Signal()
-        with m.If(fire & in_fold0):
+        with m.If(fire & take):
             m.d.sync += x_in.eq(self.i.payload.data)
         if nf > 1:
-            m.submodules.ibuf = ibuf = Memory(shape=unsigned(simd), depth=sf, init=[])
+            m.submodules.ibuf = ibuf = Memory(shape=unsigned(xbits), depth=sf, init=[])
             ibuf_w = ibuf.write_port()
             ibuf_r = ibuf.read_port()
             m.d.comb += [
                 ibuf_w.addr.eq(beat),
                 ibuf_w.data.eq(self.i.payload.data),
-                ibuf_w.en.eq(fire & in_fold0),
+                ibuf_w.en.eq(fire & take),
                 ibuf_r.addr.eq(beat),
                 ibuf_r.en.eq(fire & ~in_fold0),
             ]
@@ -153,72 +169,98 @@ class MatrixVectorThresholdUnit(wiring.Component):
         v1, first1, last_beat1, last_fold1 = (Signal(name=n) for n in ("v1", "first1", "last_beat1",
                                                                        "last_fold1"))
         fold1 = Signal(range(nf), name="fold1")
+        plane1 = Signal(range(planes), name="plane1")
         with m.If(advance):
             m.d.sync += [
                 v1.eq(fire),
-                first1.eq(beat == 0),
-                last_beat1.eq(beat == sf - 1),
+                first1.eq((beat == 0) & (plane == 0)),
+                last_beat1.eq((beat == sf - 1) & last_plane),
                 last_fold1.eq(fold == nf - 1),
                 fold1.eq(fold),
+                plane1.eq(plane),
                 x_from_in.eq(in_fold0),
             ]
 
-        # S2: XNOR-popcount per PE, registered.
+        # S1 -> S2: each PE's term sum over the beat's lanes, registered.
         v2, first2, last_beat2, last_fold2 = (Signal(name=n) for n in ("v2", "first2", "last_beat2",
                                                                        "last_fold2"))
         fold2 = Signal(range(nf), name="fold2")
+        plane2 = Signal(range(planes), name="plane2")
         with m.If(advance):
             m.d.sync += [v2.eq(v1), first2.eq(first1), last_beat2.eq(last_beat1),
-                         last_fold2.eq(last_fold1), fold2.eq(fold1)]
-        counts = []
+                         last_fold2.eq(last_fold1), fold2.eq(fold1), plane2.eq(plane1)]
+        sums = []
         for p in range(pe):
-            wmem = Memory(shape=unsigned(simd), depth=nf * sf, init=list(s.weight_words[p]))
-            m.submodules[f"weights{p}"] = wmem
-            wport = wmem.read_port()
-            m.d.comb += [wport.addr.eq(waddr), wport.en.eq(advance)]
-            m.submodules[f"popcount{p}"] = pc = PopCount(width=simd)
-            m.d.comb += pc.i.eq(~(wport.data ^ x1))
-            count = Signal(pc.o.shape(), name=f"count{p}")
+            unit = processing_element(simd=s.simd, arithmetic=s.arithmetic)
+            m.submodules[f"pe{p}"] = unit
+            if s.weights_in_logic:
+                m.d.comb += unit.w.eq(s.weight_words[p][0])
+            else:
+                wmem = Memory(shape=unsigned(s.simd * s.lane_bits), depth=s.depth, init=list(s.weight_words[p]))
+                m.submodules[f"weights{p}"] = wmem
+                wport = wmem.read_port()
+                m.d.comb += [wport.addr.eq(waddr), wport.en.eq(advance), unit.w.eq(wport.data)]
+            m.d.comb += unit.x.eq(x1)
+            if planes > 1:
+                m.d.comb += unit.sign_plane.eq(plane1 == planes - 1)
+            term_sum = Signal(unit.o.shape(), name=f"sum{p}")
             with m.If(advance):
-                m.d.sync += count.eq(pc.o)
-            counts.append(count)
+                m.d.sync += term_sum.eq(unit.o)
+            sums.append(term_sum)
 
-        # S3: accumulate over the sf beats of a fold.
-        v3 = Signal(name="v3")  # acc holds a finished row
+        # S2: accumulate over the sf beats (and planes) of a fold.
+        v3 = Signal(name="v3")  # h holds a finished row
         last_fold3 = Signal(name="last_fold3")
         with m.If(advance):
             m.d.sync += [v3.eq(v2 & last_beat2), last_fold3.eq(last_fold2)]
         accs = []
         for p in range(pe):
-            acc = Signal(cb, name=f"acc{p}")
+            h = Signal(s.acc_bits, name=f"h{p}")
+            add = sums[p]
+            if planes > 1:
+                add = Mux(plane2 == 0, sums[p], 0)
+                for b in range(1, planes):
+                    add = Mux(plane2 == b, sums[p] << b, add)
             with m.If(advance & v2):
-                m.d.sync += acc.eq(Mux(first2, 0, acc) + counts[p])
-            accs.append(acc)
+                m.d.sync += h.eq(Mux(first2, 0, h) + add)
+            accs.append(h)
 
-        # S4: thresholds (or 2p - MW), registered on the output.
+        # S3..: thresholds (or step * h + bias), registered on the output.
         lanes = []
-        if s.raw:
-            for p in range(pe):
-                doubled = Cat(Const(0, 1), accs[p], Const(0, 1)).as_signed()  # 2p, never negative
-                lanes.append((doubled - s.in_features)[:s.out_type.bits])
-        else:
-            levels = s.out_type.num_values - 1
-            for p in range(pe):
-                init = []  # fold f's thresholds side by side, level l at bits [l * cb, (l + 1) * cb)
-                for f in range(nf):
-                    word = 0
-                    for level, t in enumerate(s.thresholds[p][f]):
-                        word |= t << (level * cb)
-                    init.append(word)
-                tmem = Memory(shape=unsigned(levels * cb), depth=nf, init=init)
-                m.submodules[f"thresholds{p}"] = tmem
-                tport = tmem.read_port()
-                m.d.comb += [tport.addr.eq(fold2), tport.en.eq(advance)]
-                passed = [accs[p] >= tport.data[l * cb:(l + 1) * cb] for l in range(levels)]
-                y = balanced_sum(passed)
-                lanes.append((y + self._first_code)[:s.out_type.bits])
+        delay = 0
+        for p in range(pe):
+            if s.raw:
+                lanes.append(self._raw_lane(m, p, accs[p], fold2, advance))
+            else:
+                search = ThresholdSearch(thresholds=s.thresholds[p], width=s.acc_bits, search=s.threshold_search)
+                m.submodules[f"threshold{p}"] = search
+                m.d.comb += [search.en.eq(advance), search.row.eq(fold2), search.value.eq(accs[p])]
+                lanes.append((search.y + self._first_code)[:s.out_type.bits])
+                delay = search.latency
+        valid_out, last_out = v3, last_fold3
+        for d in range(delay):  # the control bits follow the data through the threshold search
+            valid_next, last_next = Signal(name=f"v_search{d + 1}"), Signal(name=f"last_search{d + 1}")
+            with m.If(advance):
+                m.d.sync += [valid_next.eq(valid_out), last_next.eq(last_out)]
+            valid_out, last_out = valid_next, last_next
         with m.If(advance):
-            m.d.sync += self.o.valid.eq(v3)
-            with m.If(v3):
-                m.d.sync += [self.o.payload.data.eq(Cat(*lanes)), self.o.payload.last.eq(last_fold3)]
+            m.d.sync += self.o.valid.eq(valid_out)
+            with m.If(valid_out):
+                m.d.sync += [self.o.payload.data.eq(Cat(*lanes)), self.o.payload.last.eq(last_out)]
         return m
+
+    def _raw_lane(self, m, p, h, fold2, advance):
+        """``step * h + bias`` of the row in ``h``, truncated to the accumulator type's width."""
+        s = self._stage
+        biases = s.biases[p]
+        width = max(max(abs(b) for b in biases).bit_length() + 1, 2)
+        if len(set(biases)) == 1:
+            bias = Const(biases[0], signed(width))
+        else:
+            rom = Memory(shape=signed(width), depth=len(biases), init=list(biases))
+            m.submodules[f"bias{p}"] = rom
+            port = rom.read_port()
+            m.d.comb += [port.addr.eq(fold2), port.en.eq(advance)]
+            bias = port.data
+        scaled = h << (s.arithmetic.step - 1)
+        return (Cat(scaled, Const(0, 1)).as_signed() + bias)[:s.out_type.bits]

@@ -11,8 +11,8 @@
   latter checking that ``last`` is set exactly on each vector's final beat; :func:`run_vectors` and
   :func:`run_plan` stream whole vectors through a component and give back its output vectors, and
   :func:`assert_equal_vectors` compares them with the golden model's, naming the first difference.
-- :func:`random_network`, :func:`random_dense` and :func:`random_inputs` build random bipolar networks
-  (:class:`~hwnet.ir.Network`) and their inputs for tests.
+- :func:`random_network`, :func:`random_dense`, :func:`random_folding` and :func:`random_inputs` build random
+  networks (:class:`~hwnet.ir.Network`) of any element types and their inputs for tests.
 
 Cycles are counted in clock edges from the start of the simulation, the same in every testbench.
 """
@@ -29,7 +29,7 @@ from ..ir import Dense, MultiThreshold, Network
 
 __all__ = ["SimulationTimeout", "StreamSource", "StreamSink", "run_simulation", "simulate_stream",
            "vectors_to_beats", "beats_to_vectors", "run_vectors", "run_plan", "assert_equal_vectors",
-           "random_network", "random_dense", "random_inputs", "divisors"]
+           "random_network", "random_dense", "random_folding", "random_inputs", "divisors"]
 
 CLOCK_PERIOD = 1e-6
 
@@ -290,71 +290,106 @@ def divisors(n):
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _random_thresholds(rng, channels, levels, lo, hi, n):
-    """Ascending thresholds (channels, levels) in accumulator space for a ``n``-input bipolar row; a few rows
-    always fire (below ``-n``) and a few never (above ``n``)."""
-    t = np.sort(rng.integers(lo, hi + 1, size=(channels, levels)), axis=1)
+def _random_thresholds(rng, channels, levels, lo, hi):
+    """Ascending thresholds (channels, levels) for accumulators in ``[lo, hi]``: mostly inside the range, a few
+    rows entirely below it (always fire) and a few entirely above it (never fire)."""
+    span = hi - lo + 1
+    t = np.sort(rng.integers(lo - 2, hi + 3, size=(channels, levels)), axis=1)
     kind = rng.random(channels)
-    t[kind < 0.1] = np.sort(rng.integers(-3 * n - 5, -n, size=(int(np.sum(kind < 0.1)), levels)), axis=1)
-    t[kind > 0.9] = np.sort(rng.integers(n + 1, 3 * n + 5, size=(int(np.sum(kind > 0.9)), levels)), axis=1)
+    below, above = kind < 0.1, kind > 0.9
+    t[below] = np.sort(rng.integers(lo - 2 * span - 5, lo + 1, size=(int(below.sum()), levels)), axis=1)
+    t[above] = np.sort(rng.integers(hi + 1, hi + 2 * span + 5, size=(int(above.sum()), levels)), axis=1)
     return t
 
 
-def random_dense(rng, in_features, out_features, *, name, raw=False, out_type="bipolar", pe=None, simd=None,
-                 max_cycles=None):
-    """A random bipolar x bipolar :class:`~hwnet.ir.Dense` (``rng``: numpy Generator): ±1 weights, random
-    ascending thresholds (some always firing, some never), and where ``pe``/``simd`` are None a random folding
-    from the divisors of the sizes (at most ``max_cycles`` cycles per vector)."""
-    weights = rng.choice(np.array([-1, 1]), size=(out_features, in_features))
-    if pe is None or simd is None:
-        pairs = [(p, s) for p in divisors(out_features) for s in divisors(in_features)
-                 if (pe is None or p == pe) and (simd is None or s == simd)
-                 and (max_cycles is None or (out_features // p) * (in_features // s) <= max_cycles)]
-        pe, simd = pairs[int(rng.integers(len(pairs)))]
+def random_folding(rng, out_features, in_features, *, pe=None, simd=None, planes=1, max_cycles=None):
+    """A random (pe, simd) from the divisors of the sizes (``pe``/``simd`` given are kept), with at most
+    ``max_cycles`` cycles per vector when possible."""
+    pairs = [(p, s) for p in divisors(out_features) for s in divisors(in_features)
+             if (pe is None or p == pe) and (simd is None or s == simd)]
+    if max_cycles is not None:
+        pairs = [(p, s) for p, s in pairs
+                 if (out_features // p) * (in_features // s) * planes <= max_cycles] or pairs[-1:]
+    return pairs[int(rng.integers(len(pairs)))]
+
+
+def random_dense(rng, in_features, out_features, *, name, in_type="bipolar", weight_type="bipolar", raw=False,
+                 out_type="bipolar", pe=None, simd=None, max_cycles=None, products=False, weight_storage="rom",
+                 bit_serial=False):
+    """A random :class:`~hwnet.ir.Dense` (``rng``: numpy Generator) taking ``in_type`` inputs: uniformly random
+    legal ``weight_type`` weights, random ascending thresholds in the layer's accumulator range (some rows always
+    firing, some never), and where ``pe``/``simd`` are None a random folding (:func:`random_folding`).
+    ``products=True`` adds a random products table (entries -9 .. 9). ``weight_storage="logic"`` unrolls."""
+    in_type, weight_type = parse_type(in_type), parse_type(weight_type)
+    weights = rng.choice(weight_type.values(), size=(out_features, in_features))
+    table = rng.integers(-9, 10, size=(weight_type.num_values, in_type.num_values)) if products else None
+    if weight_storage == "logic":
+        pe, simd = out_features, in_features
+    elif pe is None or simd is None:
+        planes = weight_type.bits if bit_serial else 1
+        pe, simd = random_folding(rng, out_features, in_features, pe=pe, simd=simd, planes=planes,
+                                  max_cycles=max_cycles)
+    common = dict(weights=weights, weight_type=weight_type, pe=pe, simd=simd, products=table,
+                  weight_storage=weight_storage, bit_serial=bit_serial, name=name)
     if raw:
-        return Dense(weights=weights, pe=pe, simd=simd, name=name)
+        return Dense(**common)
+    probe = Dense(**common)
+    probe.bind(in_type, in_features)
+    lo, hi = probe.acc_range()
     out_type = parse_type(out_type)
-    n = in_features
-    t = _random_thresholds(rng, out_features, out_type.num_values - 1, -n - 2, n + 2, n)
-    return Dense(weights=weights, thresholds=t, out_type=out_type, pe=pe, simd=simd, name=name)
+    t = _random_thresholds(rng, out_features, out_type.num_values - 1, lo, hi)
+    return Dense(thresholds=t, out_type=out_type, **common)
 
 
 def random_network(rng, *, input_size, hidden, outputs, input_type="bipolar", last_raw=True,
-                   last_out_type="bipolar", foldings=None, max_cycles=None):
-    """A random network: an optional input binarization, bipolar dense layers, a last layer.
+                   last_out_type="bipolar", foldings=None, max_cycles=None, layers=None, binarize_input=True):
+    """A random network: an optional input binarization, dense layers, a last layer.
 
     Parameters
     ----------
     rng : numpy.random.Generator
     input_size : int
     hidden : sequence of int
-        Sizes of the hidden (bipolar, thresholded) layers.
+        Sizes of the hidden (thresholded) layers.
     outputs : int
         Size of the last layer.
     input_type : str
-        ``bipolar``, or ``uint<k>``/``int<k>`` to start with a :class:`~hwnet.ir.MultiThreshold` to bipolar.
+        ``bipolar``, or ``uint<k>``/``int<k>``.
     last_raw : bool
         The last layer gives raw accumulators; otherwise it is thresholded to ``last_out_type``.
     foldings : sequence of (pe, simd) or None
         Per dense layer; None (or a None entry, or None in a pair) picks random divisors.
     max_cycles : int or None
         Bound on the cycles per vector of a randomly folded layer.
+    layers : sequence of dict or None
+        Per dense layer, keyword arguments of :func:`random_dense` (``weight_type``, ``out_type`` of a hidden
+        layer, ``products``, ``bit_serial``, ``weight_storage``); None: bipolar weights, bipolar hidden outputs.
+    binarize_input : bool
+        Start a network with a ``uint<k>``/``int<k>`` input with a :class:`~hwnet.ir.MultiThreshold` to bipolar
+        (default); otherwise the first dense layer takes the input as it is.
     """
     input_type = parse_type(input_type)
-    layers = []
-    if input_type.kind != "bipolar":
+    net_layers = []
+    t_in = input_type
+    if input_type.kind != "bipolar" and binarize_input:
         t = rng.integers(input_type.min - 1, input_type.max + 2, size=(1, 1))
-        layers.append(MultiThreshold(thresholds=t, out_type="bipolar", name="binarize"))
+        net_layers.append(MultiThreshold(thresholds=t, out_type="bipolar", name="binarize"))
+        t_in = parse_type("bipolar")
     sizes = [input_size, *hidden, outputs]
     count = len(sizes) - 1
     foldings = list(foldings) if foldings is not None else [None] * count
+    specs = list(layers) if layers is not None else [{}] * count
     for k in range(count):
         pe, simd = foldings[k] if foldings[k] is not None else (None, None)
         last = k == count - 1
-        layers.append(random_dense(rng, sizes[k], sizes[k + 1], name=f"fc{k}", raw=last and last_raw,
-                                   out_type=last_out_type if last else "bipolar", pe=pe, simd=simd,
-                                   max_cycles=max_cycles))
-    return Network(input_type=input_type, input_size=input_size, layers=layers, name="random")
+        spec = dict(specs[k])
+        out_type = last_out_type if last else spec.pop("out_type", "bipolar")
+        spec.pop("out_type", None)
+        layer = random_dense(rng, sizes[k], sizes[k + 1], name=f"fc{k}", in_type=t_in, raw=last and last_raw,
+                             out_type=out_type, pe=pe, simd=simd, max_cycles=max_cycles, **spec)
+        net_layers.append(layer)
+        t_in = parse_type(out_type)
+    return Network(input_type=input_type, input_size=input_size, layers=net_layers, name="random")
 
 
 def random_inputs(rng, network, count):

@@ -2,12 +2,13 @@
 
 Elaborating a large network takes seconds; tests and benchmarks compile the same network many times. The
 generated Verilog is stored under ``<cache>/verilog/<key>.v`` where the key hashes the network (its IR bytes,
-folding included), the top name and the source of every module that shapes the Verilog (the gateware, the
+folding included), the plan's summary (the compiler's hardware choices), the top name and the source of every module that shapes the Verilog (the gateware, the
 compiler pass, the IR and the element types), so any change to those regenerates it.
 """
 
 import functools
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def generator_fingerprint():
 
 def cached_verilog(plan, *, top="hwnet_top"):
     """The Verilog of ``plan`` (a :class:`hwnet.compiler.DesignPlan`), generated once per content."""
-    key = hashlib.sha256(generator_fingerprint().encode() + top.encode() + ir.to_bytes(plan.network))
+    key = hashlib.sha256(generator_fingerprint().encode() + top.encode() + ir.to_bytes(plan.network)
+                         + json.dumps(plan.summary(), sort_keys=True).encode())
     path = cache_dir() / "verilog" / f"{key.hexdigest()[:24]}.v"
     if path.exists():
         return path.read_text()
