@@ -78,7 +78,7 @@ def bench_network(label, ds, *, hidden, epochs, repeats, target_cycles, workdir)
     cache = tempfile.mkdtemp(prefix="hwnet-bench-cache-", dir=workdir)
     os.environ["HWNET_CACHE_DIR"] = cache
     design = Path(workdir) / f"{label}-design"
-    compile_design(folded, design, force=True)
+    compile_design(folded, design, force=True, synth=False)
     from hwnet.sim import build_verilator
     t0 = time.perf_counter()
     build_verilator((design / f"{TOP_NAME}.v").read_text(), top=TOP_NAME)

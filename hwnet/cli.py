@@ -68,7 +68,8 @@ def _compile(args):
     from .flow import compile_design, load_model
     network = load_model(args.model)
     t0 = time.monotonic()
-    plan = compile_design(network, args.out, target_cycles=args.target_cycles, force=args.force, progress=_say)
+    plan = compile_design(network, args.out, target_cycles=args.target_cycles, force=args.force,
+                          synth=not args.no_synth, progress=_say)
     print(Path(args.out, "design.md").read_text(), end="")
     _say(f"compiled {network.name} in {time.monotonic() - t0:.1f} s: {plan.cycles_per_inference} cycles per "
          f"inference, {plan.memory_bits} memory bits; design in {args.out}")
@@ -126,6 +127,8 @@ def build_parser():
     c.add_argument("--target-cycles", type=int, default=None,
                    help="cycles per inference to fold unfolded layers to (default 128)")
     c.add_argument("--force", action="store_true", help="replace --out if it exists")
+    c.add_argument("--no-synth", action="store_true",
+                   help="skip synthesis for iCE40/ECP5 (resource counts and the multiplier-free certificate)")
     c.set_defaults(func=_compile)
 
     s = sub.add_parser("simulate", help="run a design's Verilog under Verilator against the golden model")

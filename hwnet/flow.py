@@ -9,13 +9,18 @@ A design directory holds:
 ``hwnet_top.v``
     The Verilog of the whole network, top module ``hwnet_top``.
 ``design.json`` / ``design.md``
-    The design summary: per-stage folding, types and widths, cycles per inference, memory bits.
+    The design summary: per-stage folding, types and widths, cycles per inference, memory bits; unless
+    compiled without synthesis, the iCE40 and ECP5 synthesis counts and the multiplier-free certificate
+    (``design.json``'s ``"synthesis"``, see :mod:`hwnet.synth`).
 """
 
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -68,24 +73,80 @@ def _design_markdown(summary):
              f"{summary['output']['lanes']} per beat, {summary['output']['beats']} beats per vector",
              f"- cycles per inference (initiation interval): {summary['cycles_per_inference']}",
              f"- memory: {summary['memory_bits']} bits (weights and thresholds)", "",
-             "| stage | kind | shape | types (in/w/out) | PE | SIMD | NF x SF | cycles | popcount bits | "
-             "memory bits |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| stage | kind | shape | types (in/w/out) | PE | SIMD | NF x SF x planes | cycles | acc bits | "
+             "weights | memory bits |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary["stages"]:
         if s["kind"] == "dense":
-            lines.append(f"| {s['name']} | dense | {s['in']}->{s['out']} | {s['in_type']}/{s['weight_type']}/"
-                         f"{s['out_type']} | {s['pe']} | {s['simd']} | {s['nf']} x {s['sf']} | {s['cycles']} | "
-                         f"{s['popcount_bits']} | {s['weight_bits'] + s['threshold_bits']} |")
+            memory = 0 if s["weights"] == "logic" else s["weight_bits"] + s["threshold_bits"]
+            lines.append(f"| {s['name']} | dense ({s['pe_kind']}) | {s['in']}->{s['out']} | {s['in_type']}/"
+                         f"{s['weight_type']}/{s['out_type']} | {s['pe']} | {s['simd']} | "
+                         f"{s['nf']} x {s['sf']} x {s['planes']} | {s['cycles']} | {s['acc_bits']} | "
+                         f"{s['weights']} | {memory} |")
         else:
             lines.append(f"| {s['name']} | threshold | {s['size']} | {s['in_type']}/-/{s['out_type']} | - | "
-                         f"{s['lanes']} | - | {s['cycles']} | - | 0 |")
+                         f"{s['lanes']} | - | {s['cycles']} | - | - | 0 |")
     return "\n".join(lines) + "\n"
 
 
-def compile_design(network, out_dir, *, target_cycles=None, force=False, progress=None):
+_FAMILY_NAMES = {"ice40": "iCE40", "ecp5": "ECP5"}
+
+
+def _synthesize(verilog, progress):
+    """Synthesize the top for every family at once (one yosys process each); {family: SynthReport}."""
+    from . import synth
+
+    def run(family):
+        t0 = time.monotonic()
+        return synth.synthesize(verilog, top=TOP_NAME, family=family), time.monotonic() - t0
+
+    for family in synth.FAMILIES:
+        progress(f"synthesizing for {family} (yosys synth_{family})...")
+    with ThreadPoolExecutor(max_workers=len(synth.FAMILIES)) as pool:
+        done = dict(zip(synth.FAMILIES, pool.map(run, synth.FAMILIES)))
+    for family, (r, seconds) in done.items():
+        progress(f"{family}: {r.luts} LUT4, {r.ffs} FF, {r.carries} carry, {r.brams} block RAM, "
+                 f"{r.multipliers} multipliers ({seconds:.1f} s)")
+    return {family: r for family, (r, _) in done.items()}
+
+
+def _synthesis_markdown(reports):
+    carry = {"ice40": "SB_CARRY", "ecp5": "CCU2C"}
+    bram = {"ice40": "SB_RAM40_4K", "ecp5": "DP16KD"}
+    bad = {family: r for family, r in reports.items() if not r.multiplier_free}
+    families = " and ".join(_FAMILY_NAMES[f] for f in reports)
+    lines = ["", "## Multiplier-free certificate", ""]
+    if bad:
+        lines += ["**WARNING: NOT multiplier-free.** " + "; ".join(
+            f"{_FAMILY_NAMES[f]}: {r.general_multipliers} `$mul` of two variables before mapping, {r.dsp} "
+            f"multiplier/DSP cells after" for f, r in bad.items()) + ". hwnet's gateware never multiplies: this is "
+            "a bug in hwnet, please report it with this design directory.", ""]
+    else:
+        lines += [f"0 multipliers on {families}: no `$mul` of two variables before technology mapping (yosys "
+                  "`proc; flatten; opt_expr`), no multiplier or DSP cell after it (`SB_MAC16`; `MULT18X18D`, "
+                  "`MULT9X9D`, `ALU54B`).", ""]
+    lines += ["| target | LUT4 | FF | carry | block RAM | other | multipliers |", "|---|---|---|---|---|---|---|"]
+    for family, r in reports.items():
+        other = [f"{n} {what}" for n, what in ((r.lut_muxes, "PFUMX/L6MUX21"), (r.lutrams, "TRELLIS_DPR16X4"),
+                                               (r.sprams, "SB_SPRAM256KA"),
+                                               (r.constant_multiplications, "constant multiplications"))
+                 if n]
+        mult = (f"**{r.multipliers}** ({r.general_multipliers} `$mul`, {r.dsp} DSP)" if r.multipliers else "0")
+        lines.append(f"| {_FAMILY_NAMES[family]} (`synth_{family}`) | {r.luts} | {r.ffs} | {r.carries} "
+                     f"{carry[family]} | {r.brams} {bram[family]} | {', '.join(other) or '-'} | {mult} |")
+    return "\n".join(lines) + "\n"
+
+
+def compile_design(network, out_dir, *, target_cycles=None, force=False, synth=True, progress=None):
     """Compile ``network`` into the design directory ``out_dir``; returns the :class:`DesignPlan`.
 
     Dense layers without a folding get one from :func:`hwnet.compiler.choose_folding` (``target_cycles`` per
     vector, default :data:`hwnet.compiler.DEFAULT_TARGET_CYCLES`); layers with one keep it.
+
+    With ``synth`` (the default) the Verilog is synthesized for iCE40 and ECP5 (:func:`hwnet.synth.synthesize`,
+    both at once, cached by content) and the counts and the multiplier-free certificate go into ``design.json``
+    (``"synthesis"``) and ``design.md``. A design that is not multiplier-free is still written (it computes the
+    right results), with a warning in ``design.md`` and on stderr: hwnet's gateware never multiplies, so that is
+    a bug in hwnet, not in the user's model.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
@@ -96,18 +157,27 @@ def compile_design(network, out_dir, *, target_cycles=None, force=False, progres
     if progress:
         progress(f"generating Verilog for {len(plan.stages)} stages")
     verilog = cached_verilog(plan, top=TOP_NAME)
+    synthesis = _synthesize(verilog, progress or (lambda msg: None)) if synth else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent)
     try:
         ir.save(network, os.path.join(tmp, "network.npz"))
         Path(tmp, f"{TOP_NAME}.v").write_text(verilog)
         summary = plan.summary()
+        markdown = _design_markdown(summary)
+        if synthesis:
+            summary["synthesis"] = {family: r.summary() for family, r in synthesis.items()}
+            markdown += _synthesis_markdown(synthesis)
         Path(tmp, "design.json").write_text(json.dumps(summary, indent=1) + "\n")
-        Path(tmp, "design.md").write_text(_design_markdown(summary))
+        Path(tmp, "design.md").write_text(markdown)
         _replace_dir(tmp, out_dir, force)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+    bad = [family for family, r in (synthesis or {}).items() if not r.multiplier_free]
+    if bad:
+        print(f"hwnet: warning: the design is NOT multiplier-free on {' and '.join(bad)} (see "
+              f"{out_dir / 'design.md'}); this is a bug in hwnet, please report it", file=sys.stderr, flush=True)
     return plan
 
 

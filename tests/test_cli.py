@@ -57,6 +57,39 @@ def test_compile_writes_summary_without_simulating(tmp_path, capsys):
     assert "cycles per inference" in capsys.readouterr().out
 
 
+def test_compile_certifies_multiplier_free(tmp_path, capsys):
+    model = _hand_ir(tmp_path / "hand.npz")
+    assert main(["compile", str(model), "--out", str(tmp_path / "d")]) == 0
+    assert "synthesizing for ice40 (yosys synth_ice40)..." in capsys.readouterr().out
+    synthesis = json.loads((tmp_path / "d" / "design.json").read_text())["synthesis"]
+    assert set(synthesis) == {"ice40", "ecp5"}
+    for family, r in synthesis.items():
+        assert r["multipliers"] == r["general_multipliers"] == r["dsp"] == 0 and r["multiplier_free"] is True
+        assert r["luts"] > 0 and r["ffs"] > 0 and r["script"] == f"synth_{family} -top hwnet_top"
+    assert "0 multipliers on iCE40 and ECP5" in (tmp_path / "d" / "design.md").read_text()
+
+    assert main(["compile", str(model), "--out", str(tmp_path / "n"), "--no-synth"]) == 0
+    assert "synthesizing" not in capsys.readouterr().out
+    assert "synthesis" not in json.loads((tmp_path / "n" / "design.json").read_text())
+    assert "Multiplier-free" not in (tmp_path / "n" / "design.md").read_text()
+
+
+def test_compile_reports_a_multiplier_loudly(tmp_path, capsys, monkeypatch):
+    # hwnet's gateware never multiplies; fake a synthesis that found one.
+    import dataclasses
+
+    from hwnet import synth
+    real = synth.synthesize
+    monkeypatch.setattr(synth, "synthesize", lambda verilog, *, top, family: dataclasses.replace(
+        real(verilog, top=top, family=family), general_multipliers=1))
+    model = _hand_ir(tmp_path / "hand.npz")
+    assert main(["compile", str(model), "--out", str(tmp_path / "d")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("hwnet: warning: the design is NOT multiplier-free on ice40 and ecp5") and "bug" in err
+    assert json.loads((tmp_path / "d" / "design.json").read_text())["synthesis"]["ecp5"]["multipliers"] == 1
+    assert "**WARNING: NOT multiplier-free.**" in (tmp_path / "d" / "design.md").read_text()
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     _fails(capsys, ["compile", str(tmp_path / "missing.npz"), "--out", str(out)], "no such file")

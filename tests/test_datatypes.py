@@ -25,7 +25,34 @@ def test_bipolar_encoding_is_bit_one_for_plus_one():
     assert TERNARY.num_values == 3 and BIPOLAR.num_values == 2
 
 
-@pytest.mark.parametrize("bad", ["float", "uint0", "int1", "uint33", "", 5, "bipolar2"])
+@pytest.mark.parametrize("k", range(2, 7))
+def test_power_of_two_values_and_codes(k):
+    t = parse_type(f"pot{k}")
+    emax = 2 ** (k - 1) - 2
+    assert t.max_exponent == emax and t.bits == k and t.name == f"pot{k}"
+    mags = [2 ** e for e in range(emax + 1)]
+    np.testing.assert_array_equal(t.values(), sorted([-m for m in mags] + [0] + mags))
+    assert (t.min, t.max, t.num_values) == (-2 ** emax, 2 ** emax, 2 * emax + 3)
+    # sign in the top bit, exponent code c >= 1 meaning 2**(c - 1) below it, 0 for zero
+    for v in t.values():
+        code = int(t.encode(v))
+        c, sign = code & ((1 << (k - 1)) - 1), code >> (k - 1)
+        assert (c == 0 and v == 0 and sign == 0) or (c >= 1 and abs(v) == 2 ** (c - 1) and sign == (v < 0))
+    np.testing.assert_array_equal(t.decode(np.arange(1 << k)), [0 if (c & ((1 << (k - 1)) - 1)) == 0 else
+                                  (-1 if c >> (k - 1) else 1) * 2 ** ((c & ((1 << (k - 1)) - 1)) - 1)
+                                  for c in range(1 << k)])
+    assert t.is_legal([0, 1, -1, t.max]) and not t.is_legal([3]) and not t.consecutive
+    np.testing.assert_array_equal(t.ranks(t.values()), np.arange(t.num_values))
+    with pytest.raises(HwnetError, match=r"not legal pot"):
+        t.check([0, 3], "weights")
+
+
+def test_pot2_is_ternary_with_the_same_codes():
+    np.testing.assert_array_equal(parse_type("pot2").values(), TERNARY.values())
+    np.testing.assert_array_equal(parse_type("pot2").encode([-1, 0, 1]), TERNARY.encode([-1, 0, 1]))
+
+
+@pytest.mark.parametrize("bad", ["float", "uint0", "int1", "uint33", "", 5, "bipolar2", "pot1", "pot7"])
 def test_bad_type_names(bad):
     with pytest.raises(HwnetError):
         parse_type(bad)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from hwnet import golden, ir
+from hwnet.datatypes import parse_type
 from hwnet.errors import HwnetError
 
 
@@ -108,3 +109,18 @@ def test_golden_is_exact_at_scale():
     net = ir.Network(input_type="bipolar", input_size=784, layers=[ir.Dense(weights=w)])
     ref = np.einsum("bi,oi->bo", x.astype(np.int64), w.astype(np.int64))
     np.testing.assert_array_equal(golden.execute(net, x), ref)
+
+
+@pytest.mark.parametrize("weight_type,in_type", [("uint2", "uint3"), ("bipolar", "int2"), ("pot3", "ternary"),
+                                                 ("ternary", "bipolar")])
+def test_products_table_is_looked_up_by_value_ranks(weight_type, in_type):
+    rng = np.random.default_rng(len(weight_type + in_type))
+    wt, xt = parse_type(weight_type), parse_type(in_type)
+    table = rng.integers(-50, 50, size=(wt.num_values, xt.num_values))
+    w = rng.choice(wt.values(), size=(7, 9))
+    net = ir.Network(input_type=xt, input_size=9, layers=[ir.Dense(weights=w, weight_type=wt, products=table)])
+    x = rng.choice(xt.values(), size=(40, 9))
+    wv, xv = list(wt.values()), list(xt.values())
+    expected = [[sum(int(table[wv.index(w[o, i]), xv.index(x[b, i])]) for i in range(9)) for o in range(7)]
+                for b in range(40)]
+    np.testing.assert_array_equal(golden.execute(net, x), expected)

@@ -58,7 +58,41 @@ def test_accumulator_width_from_worst_case():
     assert net.layers[0].acc_range() == (0, 100 * 7 * 255)
 
 
+def test_hardware_choices_and_products_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    table = rng.integers(-9, 10, size=(4, 3))
+    net = ir.Network(input_type="ternary", input_size=6, layers=[
+        ir.Dense(weights=rng.integers(0, 4, size=(5, 6)), weight_type="uint2", products=table,
+                 thresholds=np.sort(rng.integers(-20, 20, size=(5, 3)), axis=1), out_type="uint2", name="lut"),
+        ir.Dense(weights=rng.integers(-4, 4, size=(4, 5)), weight_type="int3", bit_serial=True, name="serial",
+                 thresholds=np.zeros((4, 1), int), out_type="bipolar"),
+        ir.Dense(weights=rng.choice([-2, -1, 0, 1, 2], size=(3, 4)), weight_type="pot3", weight_storage="logic",
+                 name="shift")])
+    ir.save(net, tmp_path / "n.npz")
+    back = ir.load(tmp_path / "n.npz")
+    np.testing.assert_array_equal(back.layers[0].products, table)
+    assert back.layers[1].bit_serial and back.layers[1].planes == 3 and not back.layers[0].bit_serial
+    assert back.layers[2].weight_storage == "logic" and back.layers[0].weight_storage == "rom"
+    assert ir.to_bytes(net) == ir.to_bytes(back)
+    # the products table's accumulator range: per row, the sum of each lane's smallest / largest entry
+    w = net.layers[0].weights
+    assert net.layers[0].acc_range() == (int(table.min(axis=1)[w].sum(axis=1).min()),
+                                         int(table.max(axis=1)[w].sum(axis=1).max()))
+
+
 @pytest.mark.parametrize("make,match", [
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), weight_storage="flash"), r"weight_storage must be 'rom' or"),
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), weight_storage="logic", pe=1),
+     r"weights in logic need the layer fully unrolled \(pe=2, simd=2\)"),
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), bit_serial=True), r"bit-serial evaluation is for uint<k>/int<k>"),
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), weight_type="int2", bit_serial=True, weight_storage="logic"),
+     r"cannot keep its weights in logic"),
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), bit_serial=1), r"bit_serial must be true or false"),
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), products=np.zeros((0, 2), int)), r"products table is empty"),
+    (lambda: ir.Network(input_type="uint2", input_size=2, layers=[
+        ir.Dense(weights=np.ones((2, 2), int), products=np.zeros((2, 3), int))]),
+     r"products table must have shape \(2, 4\) \(bipolar weight values x uint2 input values\), got \(2, 3\)"),
+    (lambda: ir.Dense(weights=np.full((2, 2), 3), weight_type="pot3"), r"not legal pot3 values"),
     (lambda: ir.Dense(weights=np.ones((4, 6), int), pe=3), r"pe=3 does not divide out_features=4"),
     (lambda: ir.Dense(weights=np.ones((4, 6), int), simd=4), r"simd=4 does not divide in_features=6"),
     (lambda: ir.Dense(weights=np.ones((4, 6), int), simd=0), r"simd must be a positive integer"),

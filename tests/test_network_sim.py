@@ -9,8 +9,8 @@ from hwnet import compiler, golden
 from hwnet.errors import HwnetError
 from hwnet.gateware import NetworkTop, generate_verilog
 from hwnet.gateware.network import BeatFIFO
-from hwnet.gateware.testing import (assert_equal_vectors, random_dense, random_inputs, random_network,
-                                    run_plan)
+from hwnet.gateware.testing import (assert_equal_vectors, random_dense, random_inputs, random_layer_specs,
+                                    random_network, run_plan)
 from hwnet.ir import MultiThreshold, Network
 
 
@@ -39,6 +39,22 @@ def _check(net, data_rng, vectors, **kwargs):
 def test_random_networks_with_stalls(seed, input_type):
     rng, net = _random_case(seed * 10 + len(input_type), input_type)
     _check(net, rng, 5, rng=seed, valid_prob=float(rng.uniform(0.3, 1.0)), ready_prob=float(rng.uniform(0.2, 1.0)))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_mixed_kind_networks_with_stalls(seed):
+    # every layer a random processing element kind (weights in logic, bit-serial, lookup tables among them),
+    # random multi-bit activations between them
+    rng = np.random.default_rng(seed + 700)
+    sizes = [int(rng.choice([6, 8, 12])) for _ in range(int(rng.integers(2, 4)))]
+    input_type = str(rng.choice(["bipolar", "uint3", "int4", "ternary"]))
+    specs = random_layer_specs(rng, len(sizes))
+    net = random_network(rng, input_size=int(rng.choice([8, 12, 16])), hidden=sizes[:-1], outputs=sizes[-1],
+                         input_type=input_type, binarize_input=False, last_raw=bool(rng.random() < 0.5),
+                         last_out_type=str(rng.choice(["bipolar", "uint2", "int3"])), layers=specs, max_cycles=48)
+    plan, _, _ = _check(net, rng, 5, rng=seed, valid_prob=float(rng.uniform(0.4, 1.0)),
+                        ready_prob=float(rng.uniform(0.3, 1.0)))
+    assert [s.kind for s in plan.stages] == [compiler.pe_kind(layer) for layer in net.layers]
 
 
 @pytest.mark.parametrize("seed", range(3))

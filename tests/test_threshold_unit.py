@@ -10,8 +10,8 @@ import pytest
 from hwnet import compiler, golden
 from hwnet.datatypes import parse_type
 from hwnet.errors import HwnetError
-from hwnet.gateware import ThresholdUnit
-from hwnet.gateware.testing import assert_equal_vectors, run_vectors, simulate_stream
+from hwnet.gateware import ThresholdSearch, ThresholdUnit
+from hwnet.gateware.testing import assert_equal_vectors, run_simulation, run_vectors, simulate_stream
 from hwnet.ir import MultiThreshold, Network
 
 
@@ -108,3 +108,55 @@ def test_ports():
     assert dut.stage is stage
     assert len(dut.i.payload.data) == 32
     assert len(dut.o.payload.data) == 8
+
+
+def _search(thresholds, width, search, rows_values):
+    """Drive a ThresholdSearch with (row, value) pairs, one per cycle, and collect y at its latency."""
+    dut = ThresholdSearch(thresholds=thresholds, width=width, search=search)
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.en, 1)
+        pending = []
+        for cycle in range(len(rows_values) + dut.latency + 2):
+            if cycle < len(rows_values):
+                ctx.set(dut.row, rows_values[cycle][0])  # the row goes one cycle ahead of its value
+            if 1 <= cycle <= len(rows_values):
+                ctx.set(dut.value, rows_values[cycle - 1][1])
+                pending.append(cycle + dut.latency)
+            await ctx.delay(1e-9)
+            if pending and pending[0] == cycle:
+                got.append(ctx.get(dut.y))
+                pending.pop(0)
+            await ctx.tick()
+
+    run_simulation(dut, [bench], max_cycles=10 * len(rows_values) + 50)
+    return got
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3, 4, 7, 8, 15])
+@pytest.mark.parametrize("search", ["parallel", "binary"])
+def test_threshold_search_counts_thresholds_passed(levels, search):
+    # y = sum_l [value >= T[row][l]] for every row and every value, including exact hits and both ends
+    rng = np.random.default_rng(levels)
+    width, rows = 6, 5
+    t = np.sort(rng.integers(0, 1 << width, size=(rows, levels)), axis=1)
+    t[0] = 0                       # always pass
+    t[1] = (1 << width) - 1        # pass only at the top value
+    pairs = [(r, int(v)) for r in range(rows) for v in list(t[r]) + list(t[r] - 1) + [0, (1 << width) - 1]
+             if 0 <= v < (1 << width)]
+    pairs += [(int(rng.integers(rows)), int(rng.integers(1 << width))) for _ in range(60)]
+    got = _search(t.tolist(), width, search, pairs)
+    expected = [int(np.sum(v >= t[r])) for r, v in pairs]
+    assert got == expected
+
+
+def test_threshold_search_rejects_bad_parameters():
+    with pytest.raises(HwnetError, match=r"must ascend within 0 \.\. 15"):
+        ThresholdSearch(thresholds=[[3, 1]], width=4, search="binary")
+    with pytest.raises(HwnetError, match=r"must ascend within 0 \.\. 15"):
+        ThresholdSearch(thresholds=[[3, 16]], width=4, search="binary")
+    with pytest.raises(HwnetError, match=r"threshold search must be 'parallel' or 'binary', not 'linear'"):
+        ThresholdSearch(thresholds=[[1]], width=4, search="linear")
+    with pytest.raises(HwnetError, match=r"one or more rows of the same non-zero length"):
+        ThresholdSearch(thresholds=[[1], [1, 2]], width=4, search="parallel")

@@ -11,8 +11,8 @@
   latter checking that ``last`` is set exactly on each vector's final beat; :func:`run_vectors` and
   :func:`run_plan` stream whole vectors through a component and give back its output vectors, and
   :func:`assert_equal_vectors` compares them with the golden model's, naming the first difference.
-- :func:`random_network`, :func:`random_dense`, :func:`random_folding` and :func:`random_inputs` build random
-  networks (:class:`~hwnet.ir.Network`) of any element types and their inputs for tests.
+- :func:`random_network`, :func:`random_dense`, :func:`random_folding`, :func:`random_layer_specs` and
+  :func:`random_inputs` build random networks (:class:`~hwnet.ir.Network`) of any element types and their inputs for tests.
 
 Cycles are counted in clock edges from the start of the simulation, the same in every testbench.
 """
@@ -29,7 +29,7 @@ from ..ir import Dense, MultiThreshold, Network
 
 __all__ = ["SimulationTimeout", "StreamSource", "StreamSink", "run_simulation", "simulate_stream",
            "vectors_to_beats", "beats_to_vectors", "run_vectors", "run_plan", "assert_equal_vectors",
-           "random_network", "random_dense", "random_folding", "random_inputs", "divisors"]
+           "random_network", "random_dense", "random_folding", "random_layer_specs", "random_inputs", "divisors"]
 
 CLOCK_PERIOD = 1e-6
 
@@ -390,6 +390,32 @@ def random_network(rng, *, input_size, hidden, outputs, input_type="bipolar", la
         net_layers.append(layer)
         t_in = parse_type(out_type)
     return Network(input_type=input_type, input_size=input_size, layers=net_layers, name="random")
+
+
+def random_layer_specs(rng, count, *, logic_ok=None):
+    """``count`` random dense layer specs for :func:`random_network`'s ``layers``: a random processing element
+    kind (weight type, products table, bit-serial, weights in logic where ``logic_ok[k]``) and a random hidden
+    output type, covering every kind the compiler has."""
+    specs = []
+    for k in range(count):
+        choice = int(rng.integers(7))
+        spec = {"out_type": str(rng.choice(["bipolar", "ternary", "uint1", "uint2", "uint3", "int2", "int3"]))}
+        if choice == 0:
+            spec["weight_type"] = "bipolar"
+        elif choice == 1:
+            spec["weight_type"] = "ternary"
+        elif choice == 2:
+            spec["weight_type"] = f"pot{int(rng.integers(2, 5))}"
+        elif choice == 3:
+            spec.update(weight_type=f"uint{int(rng.integers(1, 3))}", products=True)
+        elif choice in (4, 5):
+            spec.update(weight_type=str(rng.choice(["uint2", "uint3", "int2", "int3", "int4"])), bit_serial=choice == 5)
+        else:
+            spec.update(weight_type=str(rng.choice(["bipolar", "ternary"])))
+            if logic_ok is None or logic_ok[k]:
+                spec["weight_storage"] = "logic"
+        specs.append(spec)
+    return specs
 
 
 def random_inputs(rng, network, count):

@@ -8,7 +8,7 @@ Each lane of a :class:`ThresholdUnit` computes ``y = sum_l [x >= T_l]`` against 
 input type's minimum always pass and those above its maximum never do; both fold to constants.
 """
 
-from amaranth.hdl import Cat, Const, Module, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -110,7 +110,8 @@ class ThresholdSearch(wiring.Component):
     thresholds). ``"binary"`` finds ``y`` one bit at a time, most significant first, in ``k = bits(L)`` stages:
     stage ``d`` compares against the one threshold that decides bit ``k - 1 - d`` given the bits found so far,
     read from its own ROM of ``2**d`` words per row, so each threshold is stored once and each stage needs one
-    comparator (``2**k - 1 - L`` padding thresholds never pass). Both give the same ``y``.
+    comparator (``2**k - 1 - L`` padding thresholds of the largest value make the count at most ``L`` once
+    clamped). Both give the same ``y``.
 
     Parameters
     ----------
@@ -197,7 +198,8 @@ class ThresholdSearch(wiring.Component):
         for d in range(k):
             found = Cat(value >= t, prefix)  # the bits found so far, the newest lowest
             if d == k - 1:
-                m.d.comb += self.y.eq(found)
+                # a padding threshold (the largest value) passes only when every real one does: clamp to L
+                m.d.comb += self.y.eq(Mux(found > self._levels, self._levels, found))
                 break
             t = self._rom(m, f"search{d + 1}", stage_words(d + 1), w, Cat(found, row))
             value_next = Signal(w, name=f"value{d + 1}")

