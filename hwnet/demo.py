@@ -121,6 +121,11 @@ def run_demo(*, out_dir, dataset="digits", epochs=None, seed=0, mnist_dir=None, 
     return 0 if mismatches == 0 else 1
 
 
+def _demote_headings(markdown):
+    """Every heading one level deeper, so a design summary nests under the report's own headings."""
+    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.split("\n"))
+
+
 def _report_markdown(r, design_md):
     acc = r["accuracy"]
     lines = [
@@ -143,6 +148,6 @@ def _report_markdown(r, design_md):
         f"| latency (first input beat to last output beat) | {r['latency_cycles']} cycles |",
         f"| weight + threshold memory | {r['memory_bits']} bits |",
         f"| Verilator speed (no stalls) | {r['verilator']['no stalls']['cycles_per_second']} cycles/s |",
-        "", "![training curves](training.png)", "", design_md.replace("# Design summary", "## Design summary"),
+        "", "![training curves](training.png)", "", _demote_headings(design_md),
     ]
     return "\n".join(lines) + "\n"

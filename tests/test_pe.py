@@ -144,3 +144,25 @@ def test_rejects_a_mismatched_arithmetic():
         pes.AddSubtract(simd=0, arithmetic=arith)
     with pytest.raises(HwnetError, match=r"^processing_element needs an Arithmetic"):
         pes.processing_element(simd=4, arithmetic="xnor")
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("kind", ["xnor", "addsub", "ternary", "shift", "lut", "bitplane"])
+def test_constant_weights_specialize_to_the_same_sums(kind, seed):
+    # weights in logic: no w port, the element built for these weights gives the twin's sums
+    arith, simd = _random_config(kind, 300 * seed + len(kind))
+    rng = np.random.default_rng(seed + 50)
+    w, x = _stimuli(arith, simd, 12, rng)
+    word = _pack(w[:1], arith.weight_type, arith.weight_type.bits)[0]
+    dut = pes.processing_element(simd=simd, arithmetic=arith, weights=word)
+    assert not hasattr(dut, "w") and dut.weights == word
+    got = _evaluate(dut, [{"x": xi} for xi in _pack(x, arith.in_type, arith.in_type.bits)])
+    np.testing.assert_array_equal(got, arith.terms(w[:1], x).sum(axis=1))
+
+
+def test_constant_weights_are_checked():
+    arith = _arith("xnor", "bipolar", "bipolar")
+    with pytest.raises(HwnetError, match=r"^constant weights must be a 4-bit word \(an int\), not 16$"):
+        pes.XnorPopcount(simd=4, arithmetic=arith, weights=16)
+    with pytest.raises(HwnetError, match=r"takes no constant weights$"):
+        pes.processing_element(simd=4, arithmetic=_arith("bitserial", "int3", "uint2"), weights=0)

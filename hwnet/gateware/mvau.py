@@ -191,11 +191,10 @@ class MatrixVectorThresholdUnit(wiring.Component):
                          last_fold2.eq(last_fold1), fold2.eq(fold1), plane2.eq(plane1)]
         sums = []
         for p in range(pe):
-            unit = processing_element(simd=s.simd, arithmetic=s.arithmetic)
+            unit = processing_element(simd=s.simd, arithmetic=s.arithmetic,
+                                      weights=s.weight_words[p][0] if s.weights_in_logic else None)
             m.submodules[f"pe{p}"] = unit
-            if s.weights_in_logic:
-                m.d.comb += unit.w.eq(s.weight_words[p][0])
-            else:
+            if not s.weights_in_logic:
                 wmem = Memory(shape=unsigned(s.simd * s.lane_bits), depth=s.depth, init=list(s.weight_words[p]))
                 m.submodules[f"weights{p}"] = wmem
                 wport = wmem.read_port()

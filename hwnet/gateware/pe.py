@@ -25,30 +25,35 @@ class                  weights x inputs              term per lane
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl._ast import Slice  # no public way to tell a bare port bit from logic (amaranth 0.5 is pinned)
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..compiler import Arithmetic
 from ..errors import HwnetError
 from ._common import check_positive_int, first_code, validating
-try:
-    from .popcount import heap_sum
-except ImportError:  # TEMPORARY until the compressor tree lands
-    from .popcount import balanced_sum
-
-    def heap_sum(m, columns, *, name=None):
-        return balanced_sum([b << c for c, col in enumerate(columns) for b in col])
+from .popcount import heap_sum
 
 __all__ = ["ProcessingElement", "XnorPopcount", "AddSubtract", "AddSubtractSkip", "ShiftAdd", "LookupProduct",
            "BitPlane", "BitSerial", "processing_element"]
 
 
 def _input_rank(code, in_type):
-    """The rank ``r`` of an input code: ``(code - first_code) mod 2**bits`` (the code itself for uint)."""
+    """The rank ``r`` of an input code: ``(code - first_code) mod 2**bits`` (the code itself for uint, the code
+    with its top bit inverted for int)."""
     first = first_code(in_type)
     if first == 0:
         return code
+    if first == 1 << (in_type.bits - 1):
+        return Cat(code[:-1], ~code[-1])
     return (code - first)[:in_type.bits]
+
+
+def _is_plain(bit):
+    """A bit that is a port bit as it is (no logic): the compressor tree takes these as carry inputs."""
+    while isinstance(bit, Slice):
+        bit = bit.value
+    return isinstance(bit, Signal)
 
 
 class ProcessingElement(wiring.Component):
@@ -60,11 +65,16 @@ class ProcessingElement(wiring.Component):
         Lanes per beat.
     arithmetic : :class:`hwnet.compiler.Arithmetic`
         Kind, weight type and input type (and products table); must be this class's kind.
+    weights : int or None
+        Constant weights (a fully unrolled layer's weights in logic): the word of ``simd`` weight codes, lane
+        ``j`` at bits ``[j * lane_bits, (j + 1) * lane_bits)``. The element is then specialized to them (a lane
+        with weight +1 adds its input as it is, one with -1 its inverted bits, one with 0 nothing) and has no
+        ``w`` port. None: the weights come in on ``w`` (from a ROM).
 
     Members
     -------
     w : ``In(simd * lane_bits)``
-        Weight codes, lane ``j`` at bits ``[j * lane_bits, (j + 1) * lane_bits)``.
+        Weight codes, lane ``j`` at bits ``[j * lane_bits, (j + 1) * lane_bits)`` (without constant ``weights``).
     x : ``In(simd * arithmetic.in_type.bits)``
         Input codes, lane ``j`` at bits ``[j * in_type.bits, (j + 1) * in_type.bits)``.
     o : ``Out(unsigned(...))``
@@ -74,7 +84,7 @@ class ProcessingElement(wiring.Component):
     #: The :data:`hwnet.compiler.PE_KINDS` entry this class implements.
     kind = None
 
-    def __init__(self, *, simd, arithmetic, extra_ports=None):
+    def __init__(self, *, simd, arithmetic, weights=None, extra_ports=None):
         with validating(self):
             self._simd = check_positive_int(simd, "simd")
             if not isinstance(arithmetic, Arithmetic) or arithmetic.kind != self.kind:
@@ -84,11 +94,17 @@ class ProcessingElement(wiring.Component):
                 raise HwnetError(f"{arithmetic.in_type} inputs have no processing element")
             self._arith = arithmetic
             self._max_sum = self._simd * self.max_lane_sum()
+            width = self._simd * self.lane_bits
+            if weights is not None and (isinstance(weights, bool) or not isinstance(weights, int)
+                                        or not 0 <= weights < (1 << width)):
+                raise HwnetError(f"constant weights must be a {width}-bit word (an int), not {weights!r}")
+            self._weights = weights
         ports = {
-            "w": In(unsigned(self._simd * self.lane_bits)),
             "x": In(unsigned(self._simd * arithmetic.in_type.bits)),
             "o": Out(unsigned(max(1, self._max_sum.bit_length()))),
         }
+        if weights is None:
+            ports["w"] = In(unsigned(width))
         ports.update(extra_ports or {})
         super().__init__(ports)
 
@@ -104,6 +120,11 @@ class ProcessingElement(wiring.Component):
     def lane_bits(self):
         return self._arith.weight_type.bits
 
+    @property
+    def weights(self):
+        """The constant weight word, or None when the weights come in on ``w``."""
+        return self._weights
+
     def max_lane_sum(self):
         """Largest value one lane adds to ``o``."""
         return self._arith.max_term
@@ -112,16 +133,27 @@ class ProcessingElement(wiring.Component):
         """The bit-heap columns of one lane's term, from its weight code ``w`` and input code ``x``."""
         raise NotImplementedError  # pragma: no cover
 
+    def constant_lane_columns(self, m, code, x):
+        """:meth:`lane_columns` for a constant weight ``code`` (an int); kinds with a simpler form override it."""
+        return self.lane_columns(m, Const(code, self.lane_bits), x)
+
     def elaborate(self, platform):
         m = Module()
         wb, xb = self.lane_bits, self._arith.in_type.bits
         columns = []
         for j in range(self._simd):
-            lane = self.lane_columns(m, self.w[j * wb:(j + 1) * wb], self.x[j * xb:(j + 1) * xb])
+            x = self.x[j * xb:(j + 1) * xb]
+            if self._weights is None:
+                lane = self.lane_columns(m, self.w[j * wb:(j + 1) * wb], x)
+            else:
+                lane = self.constant_lane_columns(m, (self._weights >> (j * wb)) & ((1 << wb) - 1), x)
             for c, bits in enumerate(lane):
                 while len(columns) <= c:
                     columns.append([])
                 columns[c].extend(bits)
+        # Bits that need logic first, port bits as they are last: the tree takes its carry inputs from the end
+        # of each column, where an inverted bit would cost a LUT of its own.
+        columns = [sorted(col, key=_is_plain) for col in columns]
         m.d.comb += self.o.eq(heap_sum(m, columns))
         return m
 
@@ -138,6 +170,9 @@ class XnorPopcount(ProcessingElement):
     def lane_columns(self, m, w, x):
         return [[~(w[0] ^ x[0])]]
 
+    def constant_lane_columns(self, m, code, x):
+        return [[x[0] if code else ~x[0]]]
+
 
 class AddSubtract(ProcessingElement):
     """Binary weights x k-bit inputs: each lane adds ``r`` or its complement ``~r``."""
@@ -146,6 +181,10 @@ class AddSubtract(ProcessingElement):
     def lane_columns(self, m, w, x):
         r = _input_rank(x, self._arith.in_type)
         return _value_columns(Mux(w[0], r, ~r))
+
+    def constant_lane_columns(self, m, code, x):
+        r = _input_rank(x, self._arith.in_type)
+        return _value_columns(r if code else ~r)
 
 
 class AddSubtractSkip(ProcessingElement):
@@ -156,6 +195,12 @@ class AddSubtractSkip(ProcessingElement):
         r = _input_rank(x, self._arith.in_type)
         negative, nonzero = w[1], w[0]  # two's complement: +1 = 01, -1 = 11, 0 = 00
         return _value_columns(Mux(nonzero, Mux(negative, ~r, r), 0))
+
+    def constant_lane_columns(self, m, code, x):
+        if code == 0:
+            return []
+        r = _input_rank(x, self._arith.in_type)
+        return _value_columns(~r if code >> 1 else r)
 
 
 class ShiftAdd(ProcessingElement):
@@ -172,17 +217,25 @@ class ShiftAdd(ProcessingElement):
         m.d.comb += shifted.eq(Array([Const(0, 1)] + [v << e for e in range(wt.max_exponent + 1)])[code])
         return _value_columns(shifted)
 
+    def constant_lane_columns(self, m, code, x):
+        wt = self._arith.weight_type
+        exponent_code, negative = code & ((1 << (wt.bits - 1)) - 1), code >> (wt.bits - 1)
+        if exponent_code == 0:
+            return []
+        r = _input_rank(x, self._arith.in_type)
+        return _value_columns(~r if negative else r, shift=exponent_code - 1)
+
 
 class LookupProduct(ProcessingElement):
     """Codebook weights x codebook inputs: each lane looks its term up in a constant table indexed by the
     weight code and the input code (with ``wbits + xbits <= 4`` every term bit is one LUT4)."""
     kind = "lut"
 
-    def __init__(self, *, simd, arithmetic):
+    def __init__(self, *, simd, arithmetic, weights=None):
         with validating(self):
             if isinstance(arithmetic, Arithmetic) and arithmetic.kind == "lut":
                 self._table = self.code_table(arithmetic)
-        super().__init__(simd=simd, arithmetic=arithmetic)
+        super().__init__(simd=simd, arithmetic=arithmetic, weights=weights)
 
     @staticmethod
     def code_table(arithmetic):
@@ -222,6 +275,18 @@ class BitPlane(ProcessingElement):
                 columns[a + b].append(w[a] & operand[b])
         return columns
 
+    def constant_lane_columns(self, m, code, x):
+        wt = self._arith.weight_type
+        r = _input_rank(x, self._arith.in_type)
+        columns = []
+        for a in range(wt.bits):
+            if (code >> a) & 1:
+                operand = ~r if wt.signed and a == wt.bits - 1 else r
+                columns += [[] for _ in range(a + len(r) - len(columns))]
+                for b in range(len(r)):
+                    columns[a + b].append(operand[b])
+        return columns
+
 
 class BitSerial(ProcessingElement):
     """One weight bit plane of ``uint<k>``/``int<k>`` weights x k-bit inputs per cycle: each lane adds ``r``
@@ -257,8 +322,14 @@ _CLASSES = {cls.kind: cls for cls in (XnorPopcount, AddSubtract, AddSubtractSkip
                                       BitPlane, BitSerial)}
 
 
-def processing_element(*, simd, arithmetic):
-    """The processing element for ``arithmetic.kind`` (:data:`hwnet.compiler.PE_KINDS`)."""
+def processing_element(*, simd, arithmetic, weights=None):
+    """The processing element for ``arithmetic.kind`` (:data:`hwnet.compiler.PE_KINDS`), with constant
+    ``weights`` or (None) a ``w`` port."""
     if not isinstance(arithmetic, Arithmetic):
         raise HwnetError(f"processing_element needs an Arithmetic, not {arithmetic!r}")
-    return _CLASSES[arithmetic.kind](simd=simd, arithmetic=arithmetic)
+    if weights is None:
+        return _CLASSES[arithmetic.kind](simd=simd, arithmetic=arithmetic)
+    if arithmetic.kind == "bitserial":
+        raise HwnetError("a bit-serial processing element reads one weight plane per cycle; it takes no "
+                         "constant weights")
+    return _CLASSES[arithmetic.kind](simd=simd, arithmetic=arithmetic, weights=weights)
