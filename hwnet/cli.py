@@ -64,9 +64,15 @@ def _train(args):
     return 0
 
 
+def _names(text):
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
 def _compile(args):
+    from .compiler import set_hardware_choices
     from .flow import compile_design, load_model
-    network = load_model(args.model)
+    network = set_hardware_choices(load_model(args.model), weights_in_logic=_names(args.weights_in_logic),
+                                   bit_serial=_names(args.bit_serial))
     t0 = time.monotonic()
     plan = compile_design(network, args.out, target_cycles=args.target_cycles, force=args.force,
                           synth=not args.no_synth, progress=_say)
@@ -127,6 +133,11 @@ def build_parser():
     c.add_argument("--target-cycles", type=int, default=None,
                    help="cycles per inference to fold unfolded layers to (default 128)")
     c.add_argument("--force", action="store_true", help="replace --out if it exists")
+    c.add_argument("--weights-in-logic", metavar="LAYERS", default=None,
+                   help="comma-separated dense layers to unroll fully with their weights as constants in the "
+                        "logic (one vector per cycle, no ROM)")
+    c.add_argument("--bit-serial", metavar="LAYERS", default=None,
+                   help="comma-separated uint<k>/int<k> weight layers to evaluate one weight bit plane per cycle")
     c.add_argument("--no-synth", action="store_true",
                    help="skip synthesis for iCE40/ECP5 (resource counts and the multiplier-free certificate)")
     c.set_defaults(func=_compile)

@@ -27,7 +27,7 @@ from .datatypes import DataType
 from .errors import HwnetError
 from .ir import Dense, MultiThreshold
 
-__all__ = ["choose_folding", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "Arithmetic", "pe_kind",
+__all__ = ["choose_folding", "set_hardware_choices", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "Arithmetic", "pe_kind",
            "PE_KINDS", "pack_lanes", "unpack_lanes", "DEFAULT_TARGET_CYCLES",
            "PARALLEL_MAX_THRESHOLDS"]
 
@@ -43,6 +43,29 @@ PARALLEL_MAX_THRESHOLDS = 3
 
 def _divisors(n):
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=()):
+    """A copy of ``network`` with the named dense layers' weights in logic (fully unrolled) and the named
+    ``uint<k>``/``int<k>`` layers bit-serial. Unknown names are refused with the list of dense layers."""
+    dense = {layer.name: layer for layer in network.dense_layers()}
+    for names in (weights_in_logic, bit_serial):
+        unknown = [n for n in names if n not in dense]
+        if unknown:
+            raise HwnetError(f"no dense layer named {', '.join(map(repr, unknown))}; the dense layers are "
+                             f"{', '.join(dense) or 'none'}")
+    layers = []
+    for layer in network.layers:
+        if isinstance(layer, Dense) and (layer.name in weights_in_logic or layer.name in bit_serial):
+            logic = layer.name in weights_in_logic
+            layer = Dense(weights=layer.weights, weight_type=layer.weight_type, thresholds=layer.thresholds,
+                          out_type=layer.out_type if layer.thresholds is not None else None,
+                          pe=layer.out_features if logic else layer.pe,
+                          simd=layer.in_features if logic else layer.simd, products=layer.products,
+                          weight_storage="logic" if logic else layer.weight_storage,
+                          bit_serial=layer.name in bit_serial or layer.bit_serial, name=layer.name)
+        layers.append(layer)
+    return network.replace_layers(layers)
 
 
 def choose_folding(network, target_cycles=DEFAULT_TARGET_CYCLES):

@@ -11,12 +11,11 @@ from amaranth.back import verilog
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 
-from hwnet import compiler, flow
+from hwnet import compiler, flow, synth
 from hwnet.compiler import Arithmetic
 from hwnet.datatypes import parse_type
 from hwnet.gateware.pe import processing_element
 from hwnet.gateware.testing import random_network
-from hwnet import synth
 
 # (kind, weight type, input type): the widest of each kind that stays quick to synthesize
 PE_CASES = [("xnor", "bipolar", "bipolar"), ("addsub", "bipolar", "int8"), ("ternary", "ternary", "uint4"),
@@ -54,7 +53,7 @@ def test_every_processing_element_is_multiplier_free(kind, weight_type, in_type,
     if kind == "lut":
         table = np.random.default_rng(0).integers(-8, 9, size=(wt.num_values, xt.num_values))
         products = tuple(tuple(int(v) for v in row) for row in table)
-    unit = processing_element(simd=16, arithmetic=Arithmetic(kind, wt, xt, products))
+    unit = processing_element(simd=8, arithmetic=Arithmetic(kind, wt, xt, products))
     report = synth.synthesize(verilog.convert(_Registered(unit), name="pe_top"), top="pe_top", family=family)
     assert report.luts > 0
     assert (report.general_multipliers, report.dsp, report.multipliers) == (0, 0, 0), report.cells

@@ -147,3 +147,21 @@ def test_console_entry_point(tmp_path):
     assert res.returncode == 2 and res.stderr.strip().startswith("hwnet: error:")
     res = subprocess.run([sys.executable, "-m", "hwnet", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "simulate" in res.stdout
+
+
+def test_compile_puts_named_layers_weights_in_logic(tmp_path, capsys):
+    model = _hand_ir(tmp_path / "hand.npz")
+    out = tmp_path / "d"
+    assert main(["compile", str(model), "--out", str(out), "--no-synth", "--weights-in-logic", "fc1"]) == 0
+    summary = json.loads((out / "design.json").read_text())
+    fc0, fc1 = summary["stages"]
+    assert fc1["weights"] == "logic" and (fc1["pe"], fc1["simd"], fc1["cycles"]) == (3, 2, 1)
+    assert fc0["weights"] != "logic" and (fc0["pe"], fc0["simd"]) == (1, 2)
+    x = tmp_path / "x.npy"
+    np.save(x, np.array([[1, 1, 1, 1], [-1, 1, -1, 1]]))
+    assert main(["simulate", str(out), "--inputs", str(x), "--outputs", str(tmp_path / "y.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy")[0], [0, 2, -2])  # docs/ir.md's worked example
+    _fails(capsys, ["compile", str(model), "--out", str(tmp_path / "e"), "--weights-in-logic", "fc9"],
+           "no dense layer named 'fc9'; the dense layers are fc0, fc1")
+    _fails(capsys, ["compile", str(model), "--out", str(tmp_path / "e"), "--bit-serial", "fc0"],
+           "bit-serial evaluation is for uint<k>/int<k> weights")
