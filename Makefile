@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.hwnet-installed
 JOBS   ?= 2
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo test test-fast bench bench-pe install clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_foundation.py
+	$(BIN)/python bench/bench_pe.py --jobs $(JOBS)
+
+bench-pe: $(STAMP)
+	$(BIN)/python bench/bench_pe.py --jobs $(JOBS)
 
 clean:
 	rm -rf build .pytest_cache
