@@ -11,17 +11,16 @@ Inputs enter as ranks ``r`` (the wire code minus the code of the type's smallest
 for ``uint<k>``/``int<k>``, ``0 .. 2`` for ternary, the bit itself for bipolar), and ``~r`` (all input bits
 inverted) stands for ``M - r``:
 
-=====================  ============================  ==================================================
-class                  weights x inputs              term per lane
-=====================  ============================  ==================================================
-:class:`XnorPopcount`  bipolar x bipolar             ``xnor(w, x)``
-:class:`AddSubtract`   bipolar x k-bit               ``w ? r : ~r``
-:class:`AddSubtractSkip` ternary x k-bit             ``w == 0 ? 0 : w > 0 ? r : ~r``
-:class:`ShiftAdd`      ``pot<k>`` x k-bit            ``(w < 0 ? ~r : r) << e`` (0 for a zero weight)
-:class:`LookupProduct` products table (codes)        ``table[w][x]``, a logic lookup
-:class:`BitPlane`      ``uint<k>``/``int<k>`` x k-bit  ``sum_a 2**a * (w_a & r)``, the sign plane as ``w_a & ~r``
-:class:`BitSerial`     one weight bit plane          ``w_a & r`` (or ``w_a & ~r`` on the sign plane)
-=====================  ============================  ==================================================
+- :class:`XnorPopcount`, bipolar x bipolar: ``xnor(w, x)``;
+- :class:`AddSubtract`, bipolar x k-bit: ``w ? r : ~r``;
+- :class:`AddSubtractSkip`, ternary x k-bit: ``w == 0 ? 0 : w > 0 ? r : ~r``;
+- :class:`ShiftAdd`, ``pot<k>`` x k-bit: ``(w < 0 ? ~r : r) << e``, 0 for a zero weight;
+- :class:`LookupProduct`, a products table: ``table[w][x]``, a lookup in logic by the two codes;
+- :class:`BitPlane`, ``uint<k>``/``int<k>`` x k-bit: ``sum_a 2**a * (w_a & r)``, the sign plane as ``w_a & ~r``;
+- :class:`BitSerial`, one weight bit plane per cycle: ``w_a & r`` (``w_a & ~r`` on the sign plane).
+
+With constant weights (a layer whose weights live in logic) the element is built for them: each lane becomes
+its input bits, their inverse, a constant shift of either, or nothing.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
