@@ -1,4 +1,5 @@
-"""Training and lowering: BinaryNet MLPs in torch, lowered exactly into the integer IR.
+"""Training and lowering: BinaryNet MLPs in torch, lowered exactly into the integer IR, and the quantizers of
+the other training methods.
 
 Public API (imported lazily, so ``hwnet.train.data`` works without loading torch):
 
@@ -6,6 +7,8 @@ Public API (imported lazily, so ``hwnet.train.data`` works without loading torch
 - :class:`BinarizedMLP` and its building blocks (``hwnet.train.binarynet``)
 - :func:`train_binarynet`, :func:`evaluate`, :func:`predict`, :func:`save_checkpoint`, :func:`load_checkpoint`,
   :data:`DEFAULTS` (``hwnet.train.trainer``)
+- the training methods' quantizers, forward and backward as their papers define them (``hwnet.train.quantizers``:
+  BinaryConnect, QNN, BNN+, ternary connect, quantized back-propagation, dynamic fixed point, HWGQ)
 - :func:`check_lowering` here; :func:`hwnet.train.lower.lower` only from its module (the package attribute
   ``lower`` is the submodule ``hwnet.train.lower``, so ``from hwnet.train.lower import lower``)
 
