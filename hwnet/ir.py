@@ -29,7 +29,7 @@ import zipfile
 
 import numpy as np
 
-from .datatypes import DataType, parse_type, type_for_range
+from .datatypes import parse_type, type_for_range
 from .errors import HwnetError
 
 __all__ = ["Network", "Dense", "MultiThreshold", "save", "load", "FORMAT", "VERSION", "HEADER_KEY"]

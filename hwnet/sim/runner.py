@@ -12,7 +12,6 @@ beat of each vector (see :func:`hwnet.compiler.pack_lanes`).
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import threading
