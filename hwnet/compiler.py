@@ -463,7 +463,7 @@ def _dense_stage(layer, threshold_search=None):
     products = None if layer.products is None else tuple(tuple(int(v) for v in row) for row in layer.products)
     arith = Arithmetic(kind, layer.weight_type, layer.in_type, products)
     pe, nf = layer.pe, layer.out_features // layer.pe
-    lo, hi = arith.term_range(layer.weights)
+    hi = arith.term_range(layer.weights)[1]
     h_max = int(hi.sum(axis=1).max())
     bias = arith.row_bias(layer.weights)
     raw = layer.thresholds is None
