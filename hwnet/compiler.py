@@ -57,13 +57,10 @@ def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=()):
     layers = []
     for layer in network.layers:
         if isinstance(layer, Dense) and (layer.name in weights_in_logic or layer.name in bit_serial):
-            logic = layer.name in weights_in_logic
-            layer = Dense(weights=layer.weights, weight_type=layer.weight_type, thresholds=layer.thresholds,
-                          out_type=layer.out_type if layer.thresholds is not None else None,
-                          pe=layer.out_features if logic else layer.pe,
-                          simd=layer.in_features if logic else layer.simd, products=layer.products,
-                          weight_storage="logic" if logic else layer.weight_storage,
-                          bit_serial=layer.name in bit_serial or layer.bit_serial, name=layer.name)
+            changes = {"bit_serial": layer.name in bit_serial or layer.bit_serial}
+            if layer.name in weights_in_logic:
+                changes.update(pe=layer.out_features, simd=layer.in_features, weight_storage="logic")
+            layer = layer.replace(**changes)
         layers.append(layer)
     return network.replace_layers(layers)
 

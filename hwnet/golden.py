@@ -91,17 +91,15 @@ def dense_accumulate(layer, x, *, bits=None):
 
     For a bipolar input, ``bits`` (``x > 0`` as booleans) may be given instead of ``x`` (then ``x`` may be None).
     """
-    if layer.products is not None:
-        if x is None:
-            x = np.where(bits, 1, -1)
-        return lookup_accumulate(layer.products, layer.weight_type.ranks(layer.weights), layer.in_type.ranks(x))
-    if layer.weight_type == BIPOLAR and layer.in_type == BIPOLAR:
+    if layer.products is None and layer.weight_type == BIPOLAR and layer.in_type == BIPOLAR:
         n = layer.in_features
         xp = _pack_bits(bits) if bits is not None else pack_bipolar(x)
         p = xnor_popcount(xp, pack_bipolar(layer.weights), n)
         return 2 * p - n
     if x is None:
         x = np.where(bits, 1, -1)
+    if layer.products is not None:
+        return lookup_accumulate(layer.products, layer.weight_type.ranks(layer.weights), layer.in_type.ranks(x))
     return np.asarray(x, dtype=np.int64) @ layer.weights.T
 
 

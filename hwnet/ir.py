@@ -240,12 +240,18 @@ class Dense:
             return None
         return (self.out_features // self.pe) * (self.in_features // self.simd) * self.planes
 
+    def replace(self, **changes):
+        """A copy of this layer with some constructor arguments changed (validated like a new layer)."""
+        args = dict(weights=self.weights, weight_type=self.weight_type, thresholds=self.thresholds,
+                    out_type=self.out_type if self.thresholds is not None else None, pe=self.pe, simd=self.simd,
+                    products=self.products, weight_storage=self.weight_storage, bit_serial=self.bit_serial,
+                    name=self.name)
+        args.update(changes)
+        return Dense(**args)
+
     def with_folding(self, pe, simd):
         """A copy of this layer with another folding (validated)."""
-        return Dense(weights=self.weights, weight_type=self.weight_type, thresholds=self.thresholds,
-                     out_type=self.out_type if self.thresholds is not None else None, pe=pe, simd=simd,
-                     products=self.products, weight_storage=self.weight_storage, bit_serial=self.bit_serial,
-                     name=self.name)
+        return self.replace(pe=pe, simd=simd)
 
     def header(self, arrays):
         arrays[f"{self.name}.weights"] = self.weights.astype(_narrow_dtype(self.weights))

@@ -3,12 +3,13 @@
 import contextlib
 import numbers
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Const, unsigned
 from amaranth.lib import data, stream
+from amaranth.lib.memory import Memory
 
 from ..errors import HwnetError
 
-__all__ = ["beat_layout", "beat_signature", "check_positive_int", "first_code", "validating"]
+__all__ = ["beat_layout", "beat_signature", "check_positive_int", "first_code", "rom_read", "validating"]
 
 
 @contextlib.contextmanager
@@ -58,3 +59,16 @@ def first_code(dtype):
         raise HwnetError(f"{dtype.name}: values do not have consecutive wire codes; no threshold output "
                          f"encoder for it")
     return codes[0]
+
+
+def rom_read(m, name, *, shape, words, addr, en):
+    """A synchronous ROM read of ``words`` (a :class:`~amaranth.lib.memory.Memory` named ``name`` in ``m``,
+    addressed by ``addr``, moving when ``en`` is high: the data of an address appears in the next such cycle),
+    or, when there is one word, that word as a constant."""
+    if len(words) == 1:
+        return Const(words[0], shape)
+    rom = Memory(shape=shape, depth=len(words), init=list(words))
+    m.submodules[name] = rom
+    port = rom.read_port()
+    m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
+    return port.data

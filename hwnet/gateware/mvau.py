@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..compiler import DenseStage
 from ..errors import HwnetError
-from ._common import beat_signature, first_code, validating
+from ._common import beat_signature, first_code, rom_read, validating
 from .pe import processing_element
 from .threshold import ThresholdSearch
 
@@ -101,8 +101,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         """Cycles from the cycle a fold's last input beat is issued to the cycle its output beat is valid:
         4, plus ``bits(L) - 1`` for a binary threshold search."""
         s = self._stage
-        extra = 0 if s.raw or s.threshold_search == "parallel" else s.levels.bit_length() - 1
-        return 4 + extra
+        return 4 + (0 if s.raw else ThresholdSearch.latency_of(s.levels, s.threshold_search))
 
     def elaborate(self, platform):
         s = self._stage
@@ -253,13 +252,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         s = self._stage
         biases = s.biases[p]
         width = max(max(abs(b) for b in biases).bit_length() + 1, 2)
-        if len(set(biases)) == 1:
-            bias = Const(biases[0], signed(width))
-        else:
-            rom = Memory(shape=signed(width), depth=len(biases), init=list(biases))
-            m.submodules[f"bias{p}"] = rom
-            port = rom.read_port()
-            m.d.comb += [port.addr.eq(fold2), port.en.eq(advance)]
-            bias = port.data
+        words = biases[:1] if len(set(biases)) == 1 else biases  # one bias for every row: a constant
+        bias = rom_read(m, f"bias{p}", shape=signed(width), words=words, addr=fold2, en=advance)
         scaled = h << (s.arithmetic.step - 1)
         return (Cat(scaled, Const(0, 1)).as_signed() + bias)[:s.out_type.bits]

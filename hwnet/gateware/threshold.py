@@ -10,12 +10,11 @@ input type's minimum always pass and those above its maximum never do; both fold
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..compiler import ThresholdStage
 from ..errors import HwnetError
-from ._common import beat_signature, check_positive_int, first_code, validating
+from ._common import beat_signature, check_positive_int, first_code, rom_read, validating
 from .popcount import balanced_sum
 
 __all__ = ["ThresholdUnit", "ThresholdSearch", "check_threshold_stage"]
@@ -156,18 +155,16 @@ class ThresholdSearch(wiring.Component):
 
     @property
     def latency(self):
-        """Advancing cycles from a value to its ``y``: 0 for parallel, ``bits(L) - 1`` for binary search."""
-        return 0 if self._search == "parallel" else self._steps - 1
+        """Advancing cycles from a value to its ``y`` (:meth:`latency_of` its levels and search)."""
+        return self.latency_of(self._levels, self._search)
+
+    @staticmethod
+    def latency_of(levels, search):
+        """0 for a parallel compare, ``bits(levels) - 1`` for a binary search over ``levels`` thresholds."""
+        return 0 if search == "parallel" else levels.bit_length() - 1
 
     def _rom(self, m, name, words, width, addr):
-        """Synchronous ROM read of ``words`` at ``addr`` (a constant when there is one word)."""
-        if len(words) == 1:
-            return Const(words[0], width)
-        rom = Memory(shape=unsigned(width), depth=len(words), init=words)
-        m.submodules[name] = rom
-        port = rom.read_port()
-        m.d.comb += [port.addr.eq(addr), port.en.eq(self.en)]
-        return port.data
+        return rom_read(m, name, shape=unsigned(width), words=words, addr=addr, en=self.en)
 
     def elaborate(self, platform):
         m = Module()
