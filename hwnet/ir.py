@@ -208,19 +208,22 @@ class Dense:
         if self.thresholds is None:
             self.out_type = self.acc_type
 
-    def acc_range(self):
-        """(lowest, highest) accumulator value over all rows and all legal inputs: the worst case."""
-        if self.in_type is None:
+    def row_acc_ranges(self, in_type=None):
+        """Per output row, the lowest and highest accumulator value over all legal inputs: two int64 arrays of
+        shape ``(out_features,)``. ``in_type`` defaults to the bound input type."""
+        in_type = self.in_type if in_type is None else parse_type(in_type)
+        if in_type is None:
             raise HwnetError(f"layer {self.name!r} is not part of a network yet")
         if self.products is not None:
             ranks = self.weight_type.ranks(self.weights)
-            row_lo = self.products.min(axis=1)[ranks].sum(axis=1)
-            row_hi = self.products.max(axis=1)[ranks].sum(axis=1)
-        else:
-            lo_x, hi_x = self.in_type.min, self.in_type.max
-            w = self.weights
-            row_lo = np.minimum(w * lo_x, w * hi_x).sum(axis=1)
-            row_hi = np.maximum(w * lo_x, w * hi_x).sum(axis=1)
+            return self.products.min(axis=1)[ranks].sum(axis=1), self.products.max(axis=1)[ranks].sum(axis=1)
+        lo_x, hi_x = in_type.min, in_type.max
+        w = self.weights
+        return np.minimum(w * lo_x, w * hi_x).sum(axis=1), np.maximum(w * lo_x, w * hi_x).sum(axis=1)
+
+    def acc_range(self):
+        """(lowest, highest) accumulator value over all rows and all legal inputs: the worst case."""
+        row_lo, row_hi = self.row_acc_ranges()
         return int(row_lo.min()), int(row_hi.max())
 
     @property

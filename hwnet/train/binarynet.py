@@ -97,14 +97,16 @@ class BinaryBatchNorm(nn.BatchNorm1d):
     """
 
     def channel_scale(self):
-        """Per-channel multiplier ``weight / sqrt(running_var + eps)`` (float32, shape ``(C,)``)."""
-        return self.weight / torch.sqrt(self.running_var + self.eps)
+        """Per-channel multiplier ``weight / sqrt(running_var + eps)`` (float32, shape ``(C,)``); without
+        affine parameters, ``1 / sqrt(running_var + eps)``."""
+        root = torch.sqrt(self.running_var + self.eps)
+        return 1 / root if self.weight is None else self.weight / root
 
     def forward(self, x):
         if self.training:
             return super().forward(x)
-        scale = self.channel_scale()
-        return (x - self.running_mean) * scale + self.bias
+        out = (x - self.running_mean) * self.channel_scale()
+        return out if self.bias is None else out + self.bias
 
 
 def _to_int64(tensor, what):
@@ -213,6 +215,14 @@ class BinarizedMLP(nn.Module):
             self.train(was_training)
         names = ["binarized input"] + [f"hidden layer {i + 1}" for i in range(len(self.hidden))] + ["final layer"]
         return [_to_int64(v, n) for v, n in zip(values, names)]
+
+    def penalty(self):
+        """No regularizer: 0 (the trainer adds every model's ``penalty()`` to the loss)."""
+        return torch.tensor(0.0)
+
+    def after_step(self):
+        """Called by the trainer after every optimizer step: clip the latent weights."""
+        self.clip_weights()
 
     @torch.no_grad()
     def clip_weights(self):

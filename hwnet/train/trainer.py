@@ -1,15 +1,17 @@
-"""Training, evaluation and checkpoints for :class:`~hwnet.train.binarynet.BinarizedMLP`.
+"""Training, evaluation and checkpoints for every model hwnet trains.
 
-Training is Adam on the cross-entropy of the scaled logits, with a cosine learning-rate decay to 1% of ``lr``
-over the run, the latent weights clipped to ``[-1, 1]`` after every step, and random integer noise added to the
-raw training pixels (``input_noise``). Training stops after ``epochs``; the last model is returned (no model
-selection on the test set). The same seed gives the same model
-on one machine (same torch build and thread count); nothing else is promised.
+:func:`fit` is the loop every method shares: Adam on the cross-entropy of the logits (or an autoencoder's squared
+error) plus the model's ``penalty()``, with a cosine learning-rate decay to 1% of ``lr`` over the run,
+``model.after_step()`` after every step (clipping, dynamic fixed point updates), and random integer noise added
+to the raw training pixels (``input_noise``). Training stops after ``epochs``; the last model is returned (no
+model selection on the test set). The same seed gives the same model on one machine (same torch build and thread
+count); nothing else is promised. :func:`train_binarynet` trains the BinaryNet MLP; the other methods are in
+:mod:`hwnet.train.methods`.
 
 Checkpoints are ``torch.save`` files holding only plain values (str, int, float, bool, lists, dicts, tensors)::
 
-    {"format": "hwnet-binarynet", "version": 1,
-     "config": {"input_size": ..., "hidden": [...], "classes": ..., "input_max": ...},
+    {"format": "hwnet-binarynet" | "hwnet-qmlp", "version": 1,
+     "config": {"input_size": ..., "hidden": [...], ...},   # BinarizedMLP(...) / QuantMLP.from_config(...)
      "state_dict": {...}, "meta": {...}}
 
 and are read back with ``torch.load(path, weights_only=True)``: loading one never runs code.
@@ -27,11 +29,14 @@ import torch
 
 from ..errors import HwnetError
 from .binarynet import BinarizedMLP
+from .qmlp import QuantMLP
 
-__all__ = ["train_binarynet", "evaluate", "predict", "save_checkpoint", "load_checkpoint", "DEFAULTS",
+__all__ = ["fit", "reconstruction_error", "QMLP_FORMAT", "train_binarynet", "evaluate", "predict", "save_checkpoint", "load_checkpoint", "DEFAULTS",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_FORMAT = "hwnet-binarynet"
+#: Format of a :class:`~hwnet.train.qmlp.QuantMLP` checkpoint (every method but BinaryNet).
+QMLP_FORMAT = "hwnet-qmlp"
 CHECKPOINT_VERSION = 1
 
 #: Default training settings per data set (keyword arguments of :func:`train_binarynet`).
@@ -81,34 +86,45 @@ def _check_int(value, what, minimum=1):
     return int(value)
 
 
-def train_binarynet(dataset, *, hidden=None, epochs=None, batch_size=None, lr=None, input_noise=None, seed=0,
-                    progress=None):
-    """Train a :class:`BinarizedMLP` on ``dataset`` (a :class:`~hwnet.train.data.Dataset`).
-
-    Arguments left at None take the data set's entry in :data:`DEFAULTS`. ``input_noise`` is a training-time
-    augmentation: every raw pixel of every training batch gets an independent integer offset drawn uniformly
-    from ``±input_noise * input_max`` (then clipped to ``0 .. input_max``) before the model binarizes it, so
-    pixels near the binarization threshold flip now and then; it regularizes the binarized first layer.
-    ``progress``, if given, is called once per epoch with a one-line summary.
-
-    Returns ``(model, history)``: the model in eval mode and one dict per epoch with ``epoch``, ``loss``
-    (mean training cross-entropy), ``train_accuracy``, ``test_accuracy`` (eval mode, no noise) and ``seconds``.
-    """
-    d = _defaults(dataset)
-    hidden = d["hidden"] if hidden is None else hidden
-    epochs = _check_int(d["epochs"] if epochs is None else epochs, "epochs")
-    batch_size = _check_int(d["batch_size"] if batch_size is None else batch_size, "batch size")
-    lr = d["lr"] if lr is None else lr
-    input_noise = d.get("input_noise", 0.0) if input_noise is None else input_noise
+def _check_settings(epochs, batch_size, lr, input_noise, seed):
+    epochs = _check_int(epochs, "epochs")
+    batch_size = _check_int(batch_size, "batch size")
     if isinstance(input_noise, bool) or not isinstance(input_noise, (int, float)) or not 0 <= input_noise <= 1:
         raise HwnetError(f"input noise must be a number between 0 and 1, got {input_noise!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise HwnetError(f"learning rate must be a positive number, got {lr!r}")
-    seed = _check_int(seed, "seed", minimum=0)
+    return epochs, batch_size, float(lr), float(input_noise), _check_int(seed, "seed", minimum=0)
 
-    torch.manual_seed(seed)
+
+def reconstruction_error(model, x):
+    """Mean squared error of an autoencoder's eval-mode output against its input scaled to ``0 .. 1``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            xt = torch.as_tensor(np.asarray(x)).to(torch.float32)
+            return float(torch.mean((model(xt) - xt / model.input_max) ** 2))
+    finally:
+        model.train(was_training)
+
+
+def fit(model, dataset, *, epochs, batch_size, lr, input_noise=0.0, seed=0, progress=None, after_epoch=None,
+        label=""):
+    """Train ``model`` on ``dataset`` in place; the loop every method shares.
+
+    Adam on the loss (cross-entropy of the logits, or for a ``task == "regress"`` model the squared error
+    against the input scaled to ``0 .. 1``) plus ``model.penalty()``, a cosine learning-rate decay to 1% of
+    ``lr``, ``model.after_step()`` after every optimizer step (clipping, dynamic fixed point updates), and
+    ``after_epoch(model, epoch)`` after every epoch if given (e.g. weight clustering). ``input_noise`` is a
+    training-time augmentation: every raw pixel of every training batch gets an independent integer offset drawn
+    uniformly from ``±input_noise * input_max`` (then clipped to ``0 .. input_max``).
+
+    Returns one dict per epoch: ``epoch``, ``loss``, ``train_accuracy``/``test_accuracy`` (eval mode, no noise;
+    for regression ``train_mse``/``test_mse``) and ``seconds``.
+    """
+    epochs, batch_size, lr, input_noise, seed = _check_settings(epochs, batch_size, lr, input_noise, seed)
+    regress = getattr(model, "task", "classify") == "regress"
     rng = np.random.default_rng(seed)
-    model = BinarizedMLP(dataset.input_size, hidden, dataset.classes, dataset.input_max)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(dataset.train_x) / batch_size)
     total = epochs * steps_per_epoch
@@ -116,7 +132,6 @@ def train_binarynet(dataset, *, hidden=None, epochs=None, batch_size=None, lr=No
         optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
     train_x = torch.from_numpy(np.asarray(dataset.train_x, dtype=np.float32))
     train_y = torch.from_numpy(np.asarray(dataset.train_y, dtype=np.int64))
-    loss_fn = torch.nn.CrossEntropyLoss()
     history = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
@@ -132,23 +147,55 @@ def train_binarynet(dataset, *, hidden=None, epochs=None, batch_size=None, lr=No
             if input_noise:
                 noise = rng.uniform(-input_noise, input_noise, size=tuple(xb.shape)) * dataset.input_max
                 xb = torch.clamp(xb + torch.from_numpy(np.rint(noise).astype(np.float32)), 0, dataset.input_max)
-            loss = loss_fn(model(xb), train_y[idx])
-            loss.backward()
+            out = model(xb)
+            if regress:
+                loss = torch.mean((out - train_x[idx] / dataset.input_max) ** 2)
+            else:
+                loss = torch.nn.functional.cross_entropy(out, train_y[idx])
+            (loss + model.penalty()).backward()
             optimizer.step()
             schedule.step()
-            model.clip_weights()
+            model.after_step()
             total_loss += float(loss.detach()) * len(idx)
             seen += len(idx)
+        if after_epoch is not None:
+            after_epoch(model, epoch)
         model.eval()
-        record = {"epoch": epoch, "loss": total_loss / max(seen, 1),
-                  "train_accuracy": evaluate(model, dataset.train_x, dataset.train_y),
-                  "test_accuracy": evaluate(model, dataset.test_x, dataset.test_y),
-                  "seconds": time.perf_counter() - start}
+        record = {"epoch": epoch, "loss": total_loss / max(seen, 1)}
+        if regress:
+            record["train_mse"] = reconstruction_error(model, dataset.train_x)
+            record["test_mse"] = reconstruction_error(model, dataset.test_x)
+            text = f"train mse {record['train_mse']:.4f}, test mse {record['test_mse']:.4f}"
+        else:
+            record["train_accuracy"] = evaluate(model, dataset.train_x, dataset.train_y)
+            record["test_accuracy"] = evaluate(model, dataset.test_x, dataset.test_y)
+            text = f"train {100 * record['train_accuracy']:.2f}%, test {100 * record['test_accuracy']:.2f}%"
+        record["seconds"] = time.perf_counter() - start
         history.append(record)
         if progress is not None:
-            progress(f"epoch {epoch}/{epochs}: loss {record['loss']:.4f}, train {100 * record['train_accuracy']:.2f}%, "
-                     f"test {100 * record['test_accuracy']:.2f}% ({record['seconds']:.1f} s)")
+            progress(f"{label}epoch {epoch}/{epochs}: loss {record['loss']:.4f}, {text} ({record['seconds']:.1f} s)")
     model.eval()
+    return history
+
+
+def train_binarynet(dataset, *, hidden=None, epochs=None, batch_size=None, lr=None, input_noise=None, seed=0,
+                    progress=None):
+    """Train a :class:`BinarizedMLP` on ``dataset`` (a :class:`~hwnet.train.data.Dataset`) with :func:`fit`.
+
+    Arguments left at None take the data set's entry in :data:`DEFAULTS`; the latent weights are clipped to
+    ``[-1, 1]`` after every step. ``progress``, if given, is called once per epoch with a one-line summary.
+
+    Returns ``(model, history)``: the model in eval mode and :func:`fit`'s history.
+    """
+    d = _defaults(dataset)
+    hidden = d["hidden"] if hidden is None else hidden
+    settings = _check_settings(d["epochs"] if epochs is None else epochs,
+                               d["batch_size"] if batch_size is None else batch_size, d["lr"] if lr is None else lr,
+                               d.get("input_noise", 0.0) if input_noise is None else input_noise, seed)
+    torch.manual_seed(settings[-1])
+    model = BinarizedMLP(dataset.input_size, hidden, dataset.classes, dataset.input_max)
+    history = fit(model, dataset, **dict(zip(("epochs", "batch_size", "lr", "input_noise", "seed"), settings)),
+                  progress=progress)
     return model, history
 
 
@@ -175,12 +222,16 @@ def _check_plain(value, where):
 
 
 def save_checkpoint(model, path, *, meta=None):
-    """Write ``model`` (a :class:`BinarizedMLP`) and ``meta`` (a dict of plain values) to ``path``, atomically."""
-    if not isinstance(model, BinarizedMLP):
-        raise HwnetError(f"can only save a BinarizedMLP, got {type(model).__name__}")
+    """Write ``model`` (a :class:`BinarizedMLP` or :class:`QuantMLP`) and ``meta`` (a dict of plain values) to
+    ``path``, atomically."""
+    formats = {BinarizedMLP: CHECKPOINT_FORMAT, QuantMLP: QMLP_FORMAT}
+    if type(model) not in formats:
+        raise HwnetError(f"can only save a BinarizedMLP or a QuantMLP, got {type(model).__name__}")
     meta = dict(meta or {})
     _check_plain(meta, "checkpoint meta")
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config(),
+    config = model.config()
+    _check_plain(config, "checkpoint config")
+    payload = {"format": formats[type(model)], "version": CHECKPOINT_VERSION, "config": config,
                "state_dict": {k: v.detach().clone().cpu() for k, v in model.state_dict().items()},
                "meta": meta}
     path = os.fspath(path)
@@ -226,8 +277,9 @@ def load_checkpoint(path):
     except Exception as exc:  # torch raises many kinds (RuntimeError, EOFError, KeyError, ...)
         raise HwnetError(f"{path}: not a readable hwnet checkpoint: not a torch file, or truncated or corrupt "
                          f"({_short(exc)})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise HwnetError(f"{path}: not an hwnet checkpoint (no 'format': {CHECKPOINT_FORMAT!r} entry)")
+    if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, QMLP_FORMAT):
+        raise HwnetError(f"{path}: not an hwnet checkpoint (no 'format': {CHECKPOINT_FORMAT!r} or "
+                         f"{QMLP_FORMAT!r} entry)")
     if payload.get("version") != CHECKPOINT_VERSION:
         raise HwnetError(f"{path}: checkpoint version {payload.get('version')!r} is not supported (this hwnet "
                          f"reads version {CHECKPOINT_VERSION})")
@@ -235,10 +287,18 @@ def load_checkpoint(path):
         if not isinstance(payload.get(key), kind):
             raise HwnetError(f"{path}: checkpoint entry {key!r} is missing or not a {kind.__name__}")
     config = payload["config"]
-    missing = [k for k in ("input_size", "hidden", "classes", "input_max") if k not in config]
-    if missing:
-        raise HwnetError(f"{path}: checkpoint config lacks {', '.join(missing)}")
-    model = BinarizedMLP(config["input_size"], config["hidden"], config["classes"], config["input_max"])
+    if payload["format"] == QMLP_FORMAT:
+        try:
+            model = QuantMLP.from_config(config)
+        except HwnetError as exc:
+            raise HwnetError(f"{path}: checkpoint config is not a valid model ({exc})") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HwnetError(f"{path}: checkpoint config is not a valid model ({_short(exc)})") from None
+    else:
+        missing = [k for k in ("input_size", "hidden", "classes", "input_max") if k not in config]
+        if missing:
+            raise HwnetError(f"{path}: checkpoint config lacks {', '.join(missing)}")
+        model = BinarizedMLP(config["input_size"], config["hidden"], config["classes"], config["input_max"])
     state = payload["state_dict"]
     expected = model.state_dict()
     if set(state) != set(expected):
