@@ -28,8 +28,13 @@ from ..datatypes import BIPOLAR, parse_type, type_for_range
 from ..errors import HwnetError
 from ..ir import Dense, MultiThreshold, Network
 from .binarynet import BinarizedMLP
+from .qmlp import QuantMLP
 
-__all__ = ["lower", "check_lowering", "input_threshold", "fold_hidden_layer", "step_threshold"]
+__all__ = ["lower", "check_lowering", "input_threshold", "fold_hidden_layer", "step_threshold", "fold_thresholds"]
+
+#: Above this many (channel, accumulator value) pairs, :func:`fold_thresholds` checks its thresholds on a random
+#: sample of accumulator values instead of on all of them.
+ENUMERATE_LIMIT = 1 << 22
 
 
 def step_threshold(outputs, values, what):
@@ -96,12 +101,110 @@ def fold_hidden_layer(model, index):
     return weights, thresholds
 
 
+def fold_thresholds(fn, lo, hi, out_type, what, *, can_negate=True, rng=0):
+    """Thresholds turning a monotone per-channel function of the accumulator into a multi-threshold, exactly.
+
+    ``fn`` maps an accumulator tensor (batch, C) of float32 integers to codes of ``out_type`` (batch, C),
+    element-wise per channel; ``lo``, ``hi`` (int64, (C,)) bound the reachable accumulator values per channel.
+    A channel whose codes fall as the accumulator rises is *negated*: its thresholds are on ``acc' = -acc`` and
+    the caller negates its weight row (``can_negate=False`` makes that an error).
+
+    Each threshold ``T[c, l]`` is the smallest accumulator in ``lo .. hi + 1`` whose code has rank ``>= l + 1``,
+    found by bisection on all channels and levels at once. Then ``rank(fn(a)) == sum_l [a >= T[c, l]]`` is
+    checked on every ``a`` in ``lo .. hi`` (on a random sample when that is more than :data:`ENUMERATE_LIMIT`
+    values); a mismatch (a non-monotone channel) raises :class:`HwnetError`.
+
+    Returns ``(negate, thresholds)``: booleans (C,) and int64 (C, L).
+    """
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.asarray(hi, dtype=np.int64)
+    channels, levels = len(lo), out_type.num_values - 1
+    if max(np.abs(lo).max(), np.abs(hi).max()) >= 1 << 24:
+        raise HwnetError(f"{what}: accumulators reach {max(np.abs(lo).max(), np.abs(hi).max())}, beyond "
+                         f"float32's exact integers (2**24); the torch model cannot be evaluated exactly")
+
+    def ranks(acc, negate):  # acc: int64 (k, C) on the (possibly negated) axis
+        real = np.where(negate, -acc, acc)
+        with torch.no_grad():
+            codes = fn(torch.from_numpy(real.astype(np.float32)))
+        codes = _as_int(codes)
+        if not out_type.is_legal(codes):
+            raise HwnetError(f"{what}: the activation gives values outside {out_type}")
+        return out_type.ranks(codes)
+
+    ends = ranks(np.stack([lo, hi]), np.zeros(channels, dtype=bool))
+    negate = ends[1] < ends[0]
+    if negate.any() and not can_negate:
+        c = int(np.nonzero(negate)[0][0])
+        raise HwnetError(f"{what} channel {c}: the activation falls as the accumulator rises, and this layer's "
+                         f"weights cannot be negated to turn it around")
+    a_lo = np.where(negate, -hi, lo)
+    a_hi = np.where(negate, -lo, hi)
+    need = np.arange(1, levels + 1)[:, None]  # (L, 1): rank needed per level
+    t_lo = np.broadcast_to(a_lo, (levels, channels)).copy()
+    t_hi = np.broadcast_to(a_hi + 1, (levels, channels)).copy()
+    while np.any(t_lo < t_hi):
+        active = t_lo < t_hi
+        mid = np.clip((t_lo + t_hi) // 2, a_lo, a_hi)
+        passed = ranks(mid, negate) >= need
+        t_hi = np.where(active & passed, mid, t_hi)
+        t_lo = np.where(active & ~passed, mid + 1, t_lo)
+    thresholds = np.ascontiguousarray(t_lo.T)
+
+    span = a_hi - a_lo + 1
+    generator = np.random.default_rng(rng)
+    if int(span.sum()) <= ENUMERATE_LIMIT:
+        steps = [np.arange(i, min(i + 4096, int(span.max()))) for i in range(0, int(span.max()), 4096)]
+    else:
+        steps = [np.floor(generator.random(4096) * span.max()).astype(np.int64)]
+    for offsets in steps:
+        acc = np.minimum(a_lo[None, :] + offsets[:, None], a_hi[None, :])
+        expected = (acc[:, :, None] >= thresholds[None, :, :]).sum(axis=2)
+        got = ranks(acc, negate)
+        if np.any(got != expected):
+            row, c = (int(v[0]) for v in np.nonzero(got != expected))
+            raise HwnetError(f"{what} channel {c}: the activation is not monotone in the accumulator (at "
+                             f"{int(acc[row, c])}), so it cannot be a multi-threshold")
+    return negate, thresholds
+
+
+def _lower_quant_mlp(model, input_type):
+    """The layers of a :class:`QuantMLP` in eval mode (see :func:`lower`)."""
+    layers = []
+    iq = model.input_quant
+    in_type = input_type
+    if iq.kind != "raw":
+        values = input_type.values()
+        _, t = fold_thresholds(lambda a: iq(a), values[:1], values[-1:], iq.out_type, "input quantizer",
+                               can_negate=False)
+        layers.append(MultiThreshold(thresholds=t, out_type=iq.out_type, name="quantize"))
+        in_type = iq.out_type
+    count = len(model.hidden)
+    for i, linear in enumerate(list(model.hidden_linear) + [model.final]):
+        name = f"fc{i + 1}"
+        wq = linear.quantizer
+        weights = wq.codes(linear.weight)
+        table, _ = linear.lookup()
+        layer = Dense(weights=weights, weight_type=wq.weight_type, products=table, name=name)
+        if i < count:
+            lo, hi = layer.row_acc_ranges(in_type)
+            act = model.hidden_act[i]
+            negate, thresholds = fold_thresholds(lambda a, i=i: model.post(i, a), lo, hi, act.out_type,
+                                                 f"layer {name}", can_negate=table is None)
+            weights = np.where(negate[:, None], -weights, weights)
+            layer = layer.replace(weights=weights, thresholds=thresholds, out_type=act.out_type)
+            in_type = act.out_type
+        layers.append(layer)
+    return layers
+
+
 def lower(model, *, name="binarynet", input_type=None, metadata=None):
-    """Lower ``model`` (a :class:`BinarizedMLP`) into an :class:`hwnet.ir.Network`, exactly.
+    """Lower ``model`` (a :class:`BinarizedMLP` or a :class:`QuantMLP`) into an :class:`hwnet.ir.Network`,
+    exactly.
 
     Parameters
     ----------
-    model : BinarizedMLP
+    model : BinarizedMLP or QuantMLP
     name : str
         Network name.
     input_type : DataType or str, optional
@@ -111,29 +214,26 @@ def lower(model, *, name="binarynet", input_type=None, metadata=None):
         JSON-serializable extras (e.g. ``{"dataset": "digits", "test_accuracy": 0.95}``), merged over the
         defaults ``method``, ``hidden``, ``input_max``, ``classes``.
     """
-    if not isinstance(model, BinarizedMLP):
-        raise HwnetError(f"can only lower a BinarizedMLP, got {type(model).__name__}")
+    if not isinstance(model, (BinarizedMLP, QuantMLP)):
+        raise HwnetError(f"can only lower a BinarizedMLP or a QuantMLP, got {type(model).__name__}")
     if input_type is None:
         input_type = type_for_range(0, model.input_max)
     input_type = parse_type(input_type)
     if input_type.kind != "uint" or input_type.max < model.input_max:
         raise HwnetError(f"input type {input_type} cannot carry raw inputs 0 .. {model.input_max}; use uint<k> "
                          f"with 2**k > {model.input_max}")
+    if isinstance(model, QuantMLP) and model.input_quant.kind == "raw" and input_type != model.input_quant.out_type:
+        raise HwnetError(f"this model takes its raw inputs as {model.input_quant.out_type}, not {input_type}")
     was_training = model.training
     model.eval()
     try:
-        layers = [MultiThreshold(thresholds=[[input_threshold(model, input_type)]], out_type=BIPOLAR,
-                                 name="binarize")]
-        for i in range(len(model.hidden)):
-            weights, thresholds = fold_hidden_layer(model, i)
-            layers.append(Dense(weights=weights, weight_type=BIPOLAR, thresholds=thresholds, out_type=BIPOLAR,
-                                name=f"fc{i + 1}"))
-        with torch.no_grad():
-            final = _as_int(model.final.binary_weight())
-        layers.append(Dense(weights=final, weight_type=BIPOLAR, thresholds=None, name=f"fc{len(model.hidden) + 1}"))
+        if isinstance(model, QuantMLP):
+            layers = _lower_quant_mlp(model, input_type)
+        else:
+            layers = _lower_binarized_mlp(model, input_type)
     finally:
         model.train(was_training)
-    meta = {"method": "binarynet", "hidden": list(model.hidden), "input_max": model.input_max,
+    meta = {"method": "binarynet" if isinstance(model, BinarizedMLP) else "quantized", "hidden": list(model.hidden), "input_max": model.input_max,
             "classes": model.classes}
     meta.update(metadata or {})
     try:
@@ -141,6 +241,18 @@ def lower(model, *, name="binarynet", input_type=None, metadata=None):
     except (TypeError, ValueError) as exc:
         raise HwnetError(f"network metadata must be JSON-serializable ({exc})") from None
     return Network(input_type=input_type, input_size=model.input_size, layers=layers, name=name, metadata=meta)
+
+
+def _lower_binarized_mlp(model, input_type):
+    layers = [MultiThreshold(thresholds=[[input_threshold(model, input_type)]], out_type=BIPOLAR, name="binarize")]
+    for i in range(len(model.hidden)):
+        weights, thresholds = fold_hidden_layer(model, i)
+        layers.append(Dense(weights=weights, weight_type=BIPOLAR, thresholds=thresholds, out_type=BIPOLAR,
+                            name=f"fc{i + 1}"))
+    with torch.no_grad():
+        final = _as_int(model.final.binary_weight())
+    layers.append(Dense(weights=final, weight_type=BIPOLAR, thresholds=None, name=f"fc{len(model.hidden) + 1}"))
+    return layers
 
 
 def check_lowering(model, network, x):

@@ -1,0 +1,1065 @@
+"""Quantized MLPs for every training method: one model, with the quantizers chosen per method.
+
+:class:`QuantMLP` is ``raw integer inputs -> input quantizer -> (QuantLinear -> [batch norm] -> activation
+quantizer) per hidden layer -> final QuantLinear -> exp(log_scale) * accumulators``. Between layers the model
+carries *integer codes*: the values of the integer IR's element types (``±1``, ``0 .. 2**k - 1``, ...), held in
+float32 tensors. A code ``c`` stands for the real activation ``step * c``; each layer knows its input's step.
+
+- A **weight quantizer** (:class:`WeightQuantizer`) turns a layer's latent real weights into integer codes of one
+  element type and a positive scale (a scalar, or one per output row of a hidden layer): ``W_q = scale * codes``.
+  In training mode its forward pass is the method's (stochastic or not, with the method's backward rule); in
+  eval mode it gives the exact inference codes.
+- An **activation quantizer** (:class:`ActQuantizer`) maps a hidden layer's real pre-activation to output codes.
+- In eval mode every hidden layer computes the integer accumulator ``acc = codes_in @ codes_w.T`` exactly
+  (float32 sums of small integers, or looked-up integer products), and then ``post(acc)``: an element-wise,
+  per-channel function made of correctly rounded float32 operations and comparisons only (scale, batch norm,
+  quantizer). That function is what :mod:`hwnet.train.lower` evaluates to find the thresholds, so the integer
+  model and this torch model agree on every input by construction; every op in it is monotone, and so is
+  ``post``, which is what makes it a multi-threshold.
+
+The last layer's scale is one positive scalar (per-row scales would change the argmax), so the class is the
+argmax of the integer accumulators. For regression (``task="regress"``) the output is
+``exp(log_scale) * acc + offset``.
+
+Every quantizer is rebuilt from plain values (:meth:`QuantMLP.config`), so checkpoints hold no code.
+"""
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..datatypes import BIPOLAR, TERNARY, parse_type, type_for_range
+from ..errors import HwnetError
+from . import quantizers as Q
+from .binarynet import BinaryBatchNorm, binary_sign, sign_ste
+
+#: BitPruning's cost kinds (:meth:`QuantMLP.bitlength_cost`).
+BIT_COSTS = ("bits", "memory", "macs", "lut")
+
+#: iCE40 LUT4 per lane per bit product of hwnet's bit-plane PE (``weight bits x input bits`` AND terms
+#: compressed): 3.1 for int2 x uint2, 2.8 for int4 x int4, 2.7 for uint8 x uint8 at SIMD 32 (docs/benchmarks.md).
+LUT4_PER_BIT_PRODUCT = 2.8
+
+__all__ = ["QuantMLP", "BIT_COSTS", "LUT4_PER_BIT_PRODUCT", "QuantLinear", "WeightQuantizer", "ActQuantizer", "InputQuantizer", "WEIGHT_QUANTIZERS",
+           "ACT_QUANTIZERS", "INPUT_QUANTIZERS", "round_ste"]
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output
+
+
+def round_ste(x):
+    """``round(x)`` (halves to even) with a straight-through gradient."""
+    return _RoundSTE.apply(x)
+
+
+def _bits(value, what, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise HwnetError(f"{what} must be an integer between {lo} and {hi}, got {value!r}")
+    return int(value)
+
+
+def _positive(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise HwnetError(f"{what} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _choice(value, options, what):
+    if value not in options:
+        raise HwnetError(f"{what} must be one of {', '.join(map(repr, options))}, not {value!r}")
+    return value
+
+
+# --- weight quantizers -----------------------------------------------------------------------------------------
+
+class WeightQuantizer(nn.Module):
+    """Base class: latent real weights ``w`` (out, in) -> ``(codes, scale)``.
+
+    ``codes`` is a float tensor of the same shape (with the method's gradient in training mode, exact legal
+    values of :attr:`weight_type` in eval mode); ``scale`` is a positive float32 tensor of shape ``(out,)``.
+    ``per_row`` is False for the final layer, whose scale must be one number.
+    """
+
+    kind = None
+
+    def __init__(self, *, per_row=True):
+        super().__init__()
+        self.per_row = per_row
+
+    def config(self):
+        """Plain keyword arguments that rebuild this quantizer (``kind`` included)."""
+        raise NotImplementedError
+
+    @property
+    def weight_type(self):
+        raise NotImplementedError
+
+    def quantize(self, w):
+        raise NotImplementedError
+
+    def _rows(self, w, value):
+        return torch.full((w.shape[0],), float(value), dtype=w.dtype, device=w.device)
+
+    @torch.no_grad()
+    def codes(self, w):
+        """The eval-mode codes as an int64 numpy array."""
+        was = self.training
+        self.eval()
+        try:
+            c = self.quantize(w)[0]
+        finally:
+            self.train(was)
+        return torch.round(c).to(torch.int64).cpu().numpy()
+
+    @torch.no_grad()
+    def init_(self, w):
+        """Initialize the latent weights: uniform in ``±1/sqrt(fan_in)`` unless the quantizer's own range needs
+        another start."""
+        bound = 1 / math.sqrt(w.shape[1])
+        nn.init.uniform_(w, -bound, bound)
+
+    def clip_(self, w):
+        """Called after every optimizer step (e.g. BinaryConnect's clip to ``[-H, H]``)."""
+
+    def penalty(self, w):
+        """A term added to the loss (e.g. BNN+'s regularizer); 0 by default."""
+        return 0.0
+
+    def update_(self, w):
+        """Called after every optimizer step with the layer's weights (dynamic fixed point's bit update)."""
+
+    def products(self, w, in_type, in_step):
+        """Lookup-table products (int64, (weight values, input values)) and the scale ``S`` they carry
+        (``acc / S`` is the real pre-activation), or ``(None, None)`` for ``codes * x`` arithmetic."""
+        return None, None
+
+
+class BinaryWeights(WeightQuantizer):
+    """``±1`` weights. ``mode``: ``"ste"`` (BinaryNet, gated straight-through), ``"det"``/``"stochastic"``
+    (BinaryConnect, clipped to ``[-H, H]``), ``"swish"`` (BNN+'s SwishSign backward). ``scale``: ``"none"``,
+    ``"mean"`` (HWGQ's ``alpha = mean|w|`` per output row), or ``"alpha"`` (BNN+'s trainable per-layer alpha,
+    with its ``l1``/``l2`` regularizer weighted by ``reg``)."""
+
+    kind = "binary"
+
+    def __init__(self, *, mode="ste", H=1.0, scale="none", beta=5.0, reg_kind="l1", reg=0.0, per_row=True):
+        super().__init__(per_row=per_row)
+        self.mode = _choice(mode, ("ste", "det", "stochastic", "swish"), "binary weight mode")
+        self.H = _positive(H, "H")
+        self.scale = _choice(scale, ("none", "mean", "alpha"), "binary weight scale")
+        self.beta = _positive(beta, "beta")
+        self.reg_kind = _choice(reg_kind, ("l1", "l2"), "BNN+ regularizer")
+        self.reg = float(reg)
+        if self.scale == "alpha":
+            self.alpha = nn.Parameter(torch.tensor(0.1))
+
+    def config(self):
+        return {"kind": self.kind, "mode": self.mode, "H": self.H, "scale": self.scale, "beta": self.beta,
+                "reg_kind": self.reg_kind, "reg": self.reg}
+
+    @property
+    def weight_type(self):
+        return BIPOLAR
+
+    def quantize(self, w):
+        if not self.training:
+            codes = binary_sign(w.detach())
+        elif self.mode == "ste":
+            codes = sign_ste(w)
+        elif self.mode == "swish":
+            codes = Q.swish_sign(w, beta=self.beta)
+        else:
+            u = torch.rand_like(w) if self.mode == "stochastic" else None
+            codes = Q.binary_connect(w, H=self.H, u=u)
+        if self.scale == "none":
+            scale = self._rows(w, 1.0)
+        elif self.scale == "mean":
+            a = w.detach().abs()
+            scale = a.mean(dim=1) if self.per_row else a.mean().expand(w.shape[0])
+        else:
+            alpha = self.alpha.abs()
+            scale = (alpha if self.training else alpha.detach()).expand(w.shape[0])
+        return codes, scale
+
+    @torch.no_grad()
+    def init_(self, w):
+        if self.mode in ("det", "stochastic"):  # BinaryConnect: uniform over the clip range (Glorot's H)
+            nn.init.uniform_(w, -self.H, self.H)
+        else:
+            super().init_(w)
+
+    def clip_(self, w):
+        if self.mode in ("det", "stochastic"):
+            Q.clip_(w, self.H)
+        elif self.mode == "ste":
+            Q.clip_(w, 1.0)
+
+    def penalty(self, w):
+        if self.scale != "alpha" or not self.reg:
+            return 0.0
+        return self.reg * Q.bnn_plus_regularizer(w, self.alpha.abs(), kind=self.reg_kind) / w.numel()
+
+
+class TernaryWeights(WeightQuantizer):
+    """Ternary connect (Few Multiplications): ``W0 * sign(w) * Bernoulli(|w| / W0)`` in training (or the
+    inference rule with ``stochastic=False``), ``|w| >= W0 / 2`` at inference; codes ``{-1, 0, +1}``, scale
+    ``W0``; latent weights clipped to ``[-W0, W0]``."""
+
+    kind = "ternary"
+
+    def __init__(self, *, W0=1.0, stochastic=True, per_row=True):
+        super().__init__(per_row=per_row)
+        self.W0 = _positive(W0, "W0")
+        self.stochastic = bool(stochastic)
+
+    def config(self):
+        return {"kind": self.kind, "W0": self.W0, "stochastic": self.stochastic}
+
+    @property
+    def weight_type(self):
+        return TERNARY
+
+    def quantize(self, w):
+        if not self.training:
+            w = w.detach()
+        u = torch.rand_like(w) if self.training and self.stochastic else None
+        return Q.ternary_connect(w, W0=self.W0, u=u) / self.W0, self._rows(w, self.W0)
+
+    @torch.no_grad()
+    def init_(self, w):
+        nn.init.uniform_(w, -self.W0, self.W0)
+
+    def clip_(self, w):
+        Q.clip_(w, self.W0)
+
+
+class IntWeights(WeightQuantizer):
+    """QNN's linear quantization on a symmetric (narrow-range) grid: codes ``-m .. m``, ``m = 2**(bits-1) - 1``,
+    step ``H / m``; ``int<bits>`` weights; latent weights clipped to ``[-H, H]``."""
+
+    kind = "int"
+
+    def __init__(self, *, bits=4, H=1.0, per_row=True):
+        super().__init__(per_row=per_row)
+        self.bits = _bits(bits, "weight bits", 2, 16)
+        self.H = _positive(H, "H")
+
+    def config(self):
+        return {"kind": self.kind, "bits": self.bits, "H": self.H}
+
+    @property
+    def weight_type(self):
+        return parse_type(f"int{self.bits}")
+
+    @property
+    def step(self):
+        return self.H / ((1 << (self.bits - 1)) - 1)
+
+    def quantize(self, w):
+        if not self.training:
+            w = w.detach()
+        step = self.step
+        q = Q.linear_quantize(w, step=step, lo=-self.H, hi=self.H)
+        return round_ste(q / step), self._rows(w, step)
+
+    @torch.no_grad()
+    def init_(self, w):
+        nn.init.uniform_(w, -self.H, self.H)
+
+    def clip_(self, w):
+        Q.clip_(w, self.H)
+
+
+class Pow2Weights(WeightQuantizer):
+    """QNN's logarithmic quantization: ``sign(w) * 2**round(log2|w|)``, exponents ``-E .. 0`` with
+    ``E = 2**(bits-1) - 2``; ``pot<bits>`` codes ``±2**(e + E)``, scale ``2**-E``; latent weights clipped to
+    ``[-1, 1]``."""
+
+    kind = "pow2"
+
+    def __init__(self, *, bits=3, per_row=True):
+        super().__init__(per_row=per_row)
+        self.bits = _bits(bits, "power-of-two weight bits", 2, 6)
+
+    def config(self):
+        return {"kind": self.kind, "bits": self.bits}
+
+    @property
+    def weight_type(self):
+        return parse_type(f"pot{self.bits}")
+
+    def quantize(self, w):
+        if not self.training:
+            w = w.detach()
+        e = self.weight_type.max_exponent
+        q = Q.log_quantize(w, min_exponent=-e, max_exponent=0)
+        return q * float(2 ** e), self._rows(w, 2.0 ** -e)
+
+    def clip_(self, w):
+        Q.clip_(w, 1.0)
+
+
+class FixedWeights(WeightQuantizer):
+    """Dynamic fixed point: ``bits``-bit signed weights with ``integer_bits`` above the point (a buffer, updated
+    from the overflow rate after every step by :meth:`update_`); narrow-range codes ``-m .. m``, scale
+    ``2**(integer_bits - bits + 1)``."""
+
+    kind = "fixed"
+
+    def __init__(self, *, bits=8, integer_bits=0, per_row=True):
+        super().__init__(per_row=per_row)
+        self.bits = _bits(bits, "fixed-point weight bits", 2, 16)
+        self.register_buffer("integer_bits", torch.tensor(int(integer_bits)))
+
+    def config(self):
+        return {"kind": self.kind, "bits": self.bits}
+
+    @property
+    def weight_type(self):
+        return parse_type(f"int{self.bits}")
+
+    def quantize(self, w):
+        if not self.training:
+            w = w.detach()
+        step = 2.0 ** (int(self.integer_bits) - self.bits + 1)
+        m = (1 << (self.bits - 1)) - 1
+        q = Q.linear_quantize(w, step=step, lo=-m * step, hi=m * step)
+        return round_ste(q / step), self._rows(w, step)
+
+    def update_(self, w):
+        self.integer_bits.fill_(Q.update_integer_bits(w, int(self.integer_bits)))
+
+
+class CodebookWeights(WeightQuantizer):
+    """Weights clustered to a codebook of ``clusters`` values ("No Multiplication? ..."): real weights in
+    training, clustered now and then by :meth:`cluster_` (optimal 1-D k-means, ``ckwrap``, the Ckmeans.1d.dp
+    algorithm); codes are cluster indices (``uint<ceil(log2 clusters)>``), and the products of every centre with
+    every input level are an integer lookup table of ``product_bits``-bit signed entries."""
+
+    kind = "codebook"
+
+    def __init__(self, *, clusters=16, product_bits=8, per_row=True):
+        super().__init__(per_row=per_row)
+        self.clusters = _bits(clusters, "codebook clusters", 2, 256)
+        self.product_bits = _bits(product_bits, "product bits", 2, 16)
+        self.register_buffer("centers", torch.zeros(self.clusters))
+
+    def config(self):
+        return {"kind": self.kind, "clusters": self.clusters, "product_bits": self.product_bits}
+
+    @property
+    def weight_type(self):
+        return parse_type(f"uint{max(1, math.ceil(math.log2(self.clusters)))}")
+
+    @torch.no_grad()
+    def cluster_(self, w):
+        """Cluster ``w`` with optimal 1-D k-means; the centres become the codebook and every weight its centre."""
+        from .ckmeans import ckmeans
+        centers, labels = ckmeans(w.detach().cpu().double().numpy().ravel(), self.clusters)
+        self.centers.copy_(torch.from_numpy(centers).to(self.centers.dtype))
+        w.copy_(self.centers[torch.from_numpy(labels).reshape(w.shape)])
+
+    def _indices(self, w):
+        return torch.argmin((w.detach()[..., None] - self.centers).abs(), dim=-1)
+
+    def quantize(self, w):
+        if self.training:
+            return w, self._rows(w, 1.0)
+        return self._indices(w).to(w.dtype), self._rows(w, 1.0)
+
+    def products(self, w, in_type, in_step):
+        levels = in_type.values().astype(np.float64) * in_step
+        centers = self.centers.detach().double().cpu().numpy()
+        real = centers[:, None] * levels[None, :]
+        peak = float(np.abs(real).max())
+        if peak == 0:
+            raise HwnetError("codebook layer: every product is zero (the codebook was never clustered?)")
+        scale = ((1 << (self.product_bits - 1)) - 1) / peak
+        table = np.zeros((self.weight_type.num_values, len(levels)), dtype=np.int64)
+        table[:self.clusters] = np.rint(real * scale).astype(np.int64)
+        return table, scale
+
+
+def _interpolated(x, n, quantize):
+    """BitPruning's quantizer at a real bitlength ``n``: ``(1 - a) * Q_floor(n)(x) + a * Q_ceil(n)(x)`` with
+    ``a = n - floor(n)``, so ``dQ/dn = Q_ceil - Q_floor``; straight-through in ``x``."""
+    low = torch.floor(n.detach())
+    a = n - low
+    q_low, q_high = quantize(x, int(low)), quantize(x, int(low) + 1)
+    return (1 - a) * q_low + a * q_high
+
+
+def _symmetric(w, bits):
+    m = (1 << (bits - 1)) - 1
+    return w + (torch.round(torch.clamp(w, -1, 1) * m) / m - w).detach()
+
+
+def _unsigned(x, bits):
+    m = (1 << bits) - 1
+    inside = ((x >= 0) & (x <= 1)).to(x.dtype)
+    q = torch.round(torch.clamp(x, 0, 1) * m) / m
+    return x * inside + (q - x * inside).detach()
+
+
+class _LearnedBits(nn.Module):
+    """A learnable real bitlength ``n`` in ``[min_bits, max_bits]`` (BitPruning)."""
+
+    def _init_bits(self, init_bits, min_bits, max_bits):
+        self.min_bits, self.max_bits = int(min_bits), int(max_bits)
+        if not self.min_bits <= init_bits <= self.max_bits:
+            raise HwnetError(f"initial bitlength {init_bits} is outside {self.min_bits} .. {self.max_bits}")
+        self.n = nn.Parameter(torch.tensor(float(init_bits)))
+
+    @property
+    def rounded_bits(self):
+        """The bitlength rounded up, as BitPruning fixes it after training."""
+        return int(math.ceil(float(self.n.detach()) - 1e-6))
+
+    @torch.no_grad()
+    def clamp_bits_(self):
+        self.n.clamp_(self.min_bits, self.max_bits)
+
+
+class LearnedBitsWeights(WeightQuantizer, _LearnedBits):
+    """BitPruning's weights: symmetric linear quantization of ``clip(w, -1, 1)`` at a learnable real bitlength
+    (interpolated between the floor and ceiling bitlengths). For training only: after training the bitlength
+    is rounded up and the layer becomes :class:`IntWeights` (:meth:`fixed`)."""
+
+    kind = "learned-bits"
+
+    def __init__(self, *, init_bits=8, min_bits=2, max_bits=8, per_row=True):
+        WeightQuantizer.__init__(self, per_row=per_row)
+        self._init_bits(_bits(init_bits, "initial weight bits", 2, 16), _bits(min_bits, "min weight bits", 2, 16),
+                        _bits(max_bits, "max weight bits", 2, 16))
+
+    def config(self):
+        return {"kind": self.kind, "init_bits": int(self.rounded_bits), "min_bits": self.min_bits,
+                "max_bits": self.max_bits}
+
+    @property
+    def weight_type(self):
+        return parse_type(f"int{self.rounded_bits}")
+
+    def quantize(self, w):
+        return _interpolated(w, self.n, _symmetric), self._rows(w, 1.0)
+
+    @torch.no_grad()
+    def init_(self, w):
+        nn.init.uniform_(w, -1.0, 1.0)
+
+    def clip_(self, w):
+        Q.clip_(w, 1.0)
+        self.clamp_bits_()
+
+    def fixed(self):
+        """The fixed-bitlength quantizer this one becomes: :class:`IntWeights` with the rounded-up bits."""
+        return {"kind": "int", "bits": self.rounded_bits, "H": 1.0}
+
+
+WEIGHT_QUANTIZERS = {q.kind: q for q in (BinaryWeights, TernaryWeights, IntWeights, Pow2Weights, FixedWeights,
+                                          CodebookWeights, LearnedBitsWeights)}
+
+
+# --- activation quantizers -------------------------------------------------------------------------------------
+
+class ActQuantizer(nn.Module):
+    """Base class: real pre-activations (batch, C) -> codes of :attr:`out_type`, standing for ``step * code``."""
+
+    kind = None
+
+    def config(self):
+        raise NotImplementedError
+
+    def update_(self):
+        """Called after every optimizer step (dynamic fixed point's bit update)."""
+
+
+class SignAct(ActQuantizer):
+    """``sign`` activations (``±1``): BinaryNet's gated straight-through (``"ste"``) or BNN+'s SwishSign."""
+
+    kind = "sign"
+
+    def __init__(self, *, mode="ste", beta=5.0):
+        super().__init__()
+        self.mode = _choice(mode, ("ste", "swish"), "sign activation mode")
+        self.beta = _positive(beta, "beta")
+
+    def config(self):
+        return {"kind": self.kind, "mode": self.mode, "beta": self.beta}
+
+    out_type = BIPOLAR
+    step = 1.0
+
+    def forward(self, z):
+        if not self.training:
+            return binary_sign(z)
+        return sign_ste(z) if self.mode == "ste" else Q.swish_sign(z, beta=self.beta)
+
+
+class UniformAct(ActQuantizer):
+    """QNN's linear activation quantization ``Clip(round(z / step) * step, 0, hi)``, ``step = hi / (2**bits - 1)``:
+    ``uint<bits>`` codes, straight-through gradient inside ``[0, hi]``."""
+
+    kind = "uniform"
+
+    def __init__(self, *, bits=2, hi=1.0):
+        super().__init__()
+        self.bits = _bits(bits, "activation bits", 1, 16)
+        self.hi = _positive(hi, "activation range")
+
+    def config(self):
+        return {"kind": self.kind, "bits": self.bits, "hi": self.hi}
+
+    @property
+    def out_type(self):
+        return parse_type(f"uint{self.bits}")
+
+    @property
+    def step(self):
+        return self.hi / ((1 << self.bits) - 1)
+
+    def forward(self, z):
+        step = self.step
+        if not self.training:
+            return torch.round(torch.clamp(z, 0, self.hi) / step)
+        return round_ste(Q.linear_quantize(z, step=step, lo=0.0, hi=self.hi) / step)
+
+
+class HWGQAct(ActQuantizer):
+    """HWGQ's half-wave Gaussian quantizer (after a batch norm without affine parameters): codes
+    ``0 .. 2**bits - 1`` for the levels ``i * Delta``; backward ``"clipped"`` or ``"log-tailed"``."""
+
+    kind = "hwgq"
+
+    def __init__(self, *, bits=2, backward="clipped"):
+        super().__init__()
+        self.bits = _bits(bits, "HWGQ bits", 1, 4)
+        self.backward_kind = _choice(backward, ("clipped", "log-tailed"), "HWGQ backward")
+
+    def config(self):
+        return {"kind": self.kind, "bits": self.bits, "backward": self.backward_kind}
+
+    @property
+    def out_type(self):
+        return parse_type(f"uint{self.bits}")
+
+    @property
+    def step(self):
+        return Q.hwgq_levels(self.bits)[0]
+
+    def forward(self, z):
+        delta, n = Q.hwgq_levels(self.bits)
+        if not self.training:
+            return torch.where(z > 0, torch.clamp(torch.ceil(z / delta - 0.5), 1, n), torch.zeros_like(z))
+        return Q.hwgq(z, bits=self.bits, backward=self.backward_kind) / delta
+
+
+class _GradientQuantizer(torch.autograd.Function):
+    """Identity forward; backward rounds the gradient to dynamic fixed point and records it for the update."""
+
+    @staticmethod
+    def forward(ctx, x, owner):
+        ctx.owner = owner
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        owner = ctx.owner
+        owner.last_gradient = grad_output.detach()
+        step = 2.0 ** (int(owner.gradient_integer_bits) - owner.gradient_bits + 1)
+        m = (1 << (owner.gradient_bits - 1)) - 1
+        return torch.clamp(torch.round(grad_output / step), -m - 1, m) * step, None
+
+
+class FixedAct(ActQuantizer):
+    """Dynamic fixed point activations: ReLU, then ``bits``-bit signed fixed point with ``integer_bits`` above
+    the point. After the ReLU the sign bit is always 0, so the codes are ``uint<bits - 1>``. The gradients
+    flowing back through this layer are rounded to ``gradient_bits``-bit fixed point. All three integer-bit
+    counts are buffers updated by :meth:`update_` from the overflow rate."""
+
+    kind = "fixed"
+
+    def __init__(self, *, bits=8, gradient_bits=16, integer_bits=1, gradient_integer_bits=-4):
+        super().__init__()
+        self.bits = _bits(bits, "fixed-point activation bits", 2, 16)
+        self.gradient_bits = _bits(gradient_bits, "fixed-point gradient bits", 2, 32)
+        self.register_buffer("integer_bits", torch.tensor(int(integer_bits)))
+        self.register_buffer("gradient_integer_bits", torch.tensor(int(gradient_integer_bits)))
+        self.last_input = None
+        self.last_gradient = None
+
+    def config(self):
+        return {"kind": self.kind, "bits": self.bits, "gradient_bits": self.gradient_bits}
+
+    @property
+    def out_type(self):
+        return parse_type(f"uint{self.bits - 1}")
+
+    @property
+    def step(self):
+        return 2.0 ** (int(self.integer_bits) - self.bits + 1)
+
+    def forward(self, z):
+        step, top = self.step, float((1 << (self.bits - 1)) - 1)
+        if not self.training:
+            return torch.clamp(torch.round(torch.relu(z) / step), 0, top)
+        self.last_input = z.detach()
+        z = _GradientQuantizer.apply(z, self)
+        return round_ste(Q.linear_quantize(torch.relu(z), step=step, lo=0.0, hi=top * step) / step)
+
+    def update_(self):
+        if self.last_input is not None:
+            self.integer_bits.fill_(Q.update_integer_bits(self.last_input, int(self.integer_bits)))
+        if self.last_gradient is not None:
+            self.gradient_integer_bits.fill_(Q.update_integer_bits(self.last_gradient,
+                                                                   int(self.gradient_integer_bits)))
+        self.last_input = self.last_gradient = None
+
+
+class LevelsAct(ActQuantizer):
+    """"No Multiplication? ...": the non-linearity's output range cut into levels, backward through the
+    continuous function. ``"tanh"``: ``2**bits - 1`` levels on ``[-1, 1]`` (``int<bits>`` codes ``-m .. m``);
+    ``"relu6"``: ``2**bits`` levels on ``[0, 6]`` (``uint<bits>`` codes). At inference ``tanh`` is never
+    evaluated: the code is the number of bin boundaries ``atanh((c - 1/2) * step)`` at or below ``z``."""
+
+    kind = "levels"
+
+    def __init__(self, *, fn="tanh", bits=3):
+        super().__init__()
+        self.fn = _choice(fn, ("tanh", "relu6"), "activation function")
+        self.bits = _bits(bits, "activation bits", 2 if fn == "tanh" else 1, 8)
+
+    def config(self):
+        return {"kind": self.kind, "fn": self.fn, "bits": self.bits}
+
+    @property
+    def _m(self):
+        return (1 << (self.bits - 1)) - 1
+
+    @property
+    def out_type(self):
+        return parse_type(f"int{self.bits}" if self.fn == "tanh" else f"uint{self.bits}")
+
+    @property
+    def step(self):
+        return 1.0 / self._m if self.fn == "tanh" else 6.0 / ((1 << self.bits) - 1)
+
+    def boundaries(self):
+        """The ``tanh`` bin boundaries in ``z`` (float32, ascending): code ``>= c`` where ``z >= b[c + m - 1]``."""
+        m = self._m
+        return torch.tensor([math.atanh((c - 0.5) / m) for c in range(-m + 1, m + 1)], dtype=torch.float32)
+
+    def forward(self, z):
+        step = self.step
+        if self.fn == "relu6":
+            if not self.training:
+                return torch.round(torch.clamp(z, 0, 6) / step)
+            return round_ste(torch.clamp(z, 0, 6) / step)
+        if not self.training:
+            b = self.boundaries().to(z.device)
+            return (z[..., None] >= b).sum(dim=-1).to(z.dtype) - self._m
+        return round_ste(torch.tanh(z) / step)
+
+
+class LearnedBitsAct(ActQuantizer, _LearnedBits):
+    """BitPruning's activations: linear quantization of ``clip(z, 0, 1)`` at a learnable real bitlength. Its codes
+    are the quantized real values (step 1); after training it becomes :class:`UniformAct` (:meth:`fixed`)."""
+
+    kind = "learned-bits"
+    step = 1.0
+
+    def __init__(self, *, init_bits=8, min_bits=1, max_bits=8):
+        ActQuantizer.__init__(self)
+        self._init_bits(_bits(init_bits, "initial activation bits", 1, 16),
+                        _bits(min_bits, "min activation bits", 1, 16), _bits(max_bits, "max activation bits", 1, 16))
+
+    def config(self):
+        return {"kind": self.kind, "init_bits": int(self.rounded_bits), "min_bits": self.min_bits,
+                "max_bits": self.max_bits}
+
+    @property
+    def out_type(self):
+        return parse_type(f"uint{self.rounded_bits}")
+
+    def forward(self, z):
+        return _interpolated(z, self.n, _unsigned)
+
+    def update_(self):
+        self.clamp_bits_()
+
+    def fixed(self):
+        """The fixed-bitlength quantizer this one becomes: :class:`UniformAct` with the rounded-up bits."""
+        return {"kind": "uniform", "bits": self.rounded_bits, "hi": 1.0}
+
+
+ACT_QUANTIZERS = {q.kind: q for q in (SignAct, UniformAct, HWGQAct, FixedAct, LevelsAct, LearnedBitsAct)}
+
+
+# --- input quantizers ------------------------------------------------------------------------------------------
+
+class InputQuantizer(nn.Module):
+    """Raw integer pixels ``0 .. input_max`` -> codes. ``"binary"``: BinaryNet's ``sign(x / input_max - 0.5)``;
+    ``"levels"``: ``round(x * (2**bits - 1) / input_max)``, ``uint<bits>`` codes; ``"raw"``: the pixels
+    themselves (no IR layer; the first dense layer takes the raw input type), step ``1 / input_max``."""
+
+    def __init__(self, *, input_max, kind="raw", bits=None):
+        super().__init__()
+        self.kind = _choice(kind, ("binary", "levels", "raw"), "input quantizer")
+        self.input_max = int(input_max)
+        self.bits = None if kind != "levels" else _bits(bits, "input bits", 1, 16)
+
+    def config(self):
+        return {"kind": self.kind, "bits": self.bits}
+
+    @property
+    def out_type(self):
+        if self.kind == "binary":
+            return BIPOLAR
+        if self.kind == "levels":
+            return parse_type(f"uint{self.bits}")
+        return type_for_range(0, self.input_max)
+
+    @property
+    def step(self):
+        if self.kind == "binary":
+            return 1.0
+        if self.kind == "levels":
+            return 1.0 / ((1 << self.bits) - 1)
+        return 1.0 / self.input_max
+
+    def forward(self, x):
+        x = torch.as_tensor(x).to(torch.float32)
+        if self.kind == "binary":
+            return binary_sign(x / self.input_max - 0.5)
+        if self.kind == "levels":
+            top = float((1 << self.bits) - 1)
+            return torch.clamp(torch.round(x * top / self.input_max), 0, top)
+        return x
+
+
+INPUT_QUANTIZERS = ("binary", "levels", "raw")
+
+
+# --- layers and the model --------------------------------------------------------------------------------------
+
+class _PowerOfTwoBackprop(torch.autograd.Function):
+    """``x @ w.T``; the weight gradient uses the inputs rounded stochastically to powers of two (Few
+    Multiplications' quantized back-propagation), the input gradient is exact."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x @ w.T
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, w = ctx.saved_tensors
+        xq = Q.quantize_pow2_stochastic(x, torch.rand_like(x))
+        return grad_output @ w, grad_output.T @ xq
+
+
+class QuantLinear(nn.Module):
+    """One layer: latent weights, a weight quantizer, the input's element type and step, an optional bias.
+
+    Training: ``z = (x_codes @ codes_w.T) * (in_step * scale)`` (+ bias). Eval: ``z = scale_acc(accumulate(x))``.
+    """
+
+    def __init__(self, in_features, out_features, quantizer, *, in_type, in_step, bias=False,
+                 quantized_backprop=False):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.quantizer = quantizer
+        self.in_type, self.in_step = in_type, float(in_step)
+        self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
+        quantizer.init_(self.weight)
+        self.bias = nn.Parameter(torch.zeros(self.out_features)) if bias else None
+        self.quantized_backprop = bool(quantized_backprop)
+
+    def lookup(self):
+        """``(products, S)`` of a lookup-table layer, else ``(None, None)``."""
+        return self.quantizer.products(self.weight, self.in_type, self.in_step)
+
+    def accumulate(self, x):
+        """Eval-mode integer accumulators (float32 tensor of exact integers)."""
+        codes = self.quantizer.quantize(self.weight)[0].detach()
+        table, _ = self.lookup()
+        if table is None:
+            return x @ codes.T
+        ranks = torch.from_numpy(self.in_type.ranks(torch.round(x).to(torch.int64).cpu().numpy()))
+        w_ranks = torch.from_numpy(self.quantizer.weight_type.ranks(codes.to(torch.int64).cpu().numpy()))
+        table = torch.from_numpy(table)
+        acc = torch.zeros(x.shape[0], self.out_features, dtype=torch.int64)
+        for j in range(table.shape[1]):
+            acc += (ranks == j).to(torch.int64) @ table[w_ranks, j].T
+        return acc.to(torch.float32)
+
+    def acc_factor(self):
+        """The per-row float32 factor ``f`` with ``z = acc * f`` (+ bias) in eval mode."""
+        _, s = self.lookup()
+        if s is not None:
+            return torch.full((self.out_features,), 1.0 / s, dtype=torch.float32)
+        scale = self.quantizer.quantize(self.weight)[1].detach()
+        return (scale * self.in_step).to(torch.float32)
+
+    def scale_acc(self, acc):
+        z = acc * self.acc_factor()
+        return z if self.bias is None else z + self.bias
+
+    def forward(self, x):
+        if not self.training:
+            return self.scale_acc(self.accumulate(x))
+        codes, scale = self.quantizer.quantize(self.weight)
+        y = _PowerOfTwoBackprop.apply(x, codes) if self.quantized_backprop else x @ codes.T
+        z = y * (scale * self.in_step)
+        return z if self.bias is None else z + self.bias
+
+
+def _per_layer(spec, count, what):
+    """A dict (same for every layer) or a list of ``count`` dicts -> list of dicts."""
+    if isinstance(spec, dict):
+        return [dict(spec) for _ in range(count)]
+    if isinstance(spec, (list, tuple)) and len(spec) == count and all(isinstance(s, dict) for s in spec):
+        return [dict(s) for s in spec]
+    raise HwnetError(f"{what} must be a dict or a list of {count} dicts, got {spec!r}")
+
+
+def _build(registry, spec, what, **extra):
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind not in registry:
+        raise HwnetError(f"unknown {what} kind {kind!r}; available: {', '.join(registry)}")
+    try:
+        return registry[kind](**spec, **extra)
+    except TypeError as exc:
+        raise HwnetError(f"{what} {kind!r}: {exc}") from None
+
+
+class QuantMLP(nn.Module):
+    """A quantized MLP ``input_size -> hidden... -> outputs`` (see the module docstring).
+
+    Parameters
+    ----------
+    input_size, hidden, outputs, input_max
+        As :class:`~hwnet.train.binarynet.BinarizedMLP` (``outputs`` = classes, or features for regression).
+    input : dict
+        ``{"kind": "binary" | "levels" | "raw", "bits": k}``.
+    weight : dict or list of dicts
+        Weight quantizer per hidden layer (``{"kind": "binary", "mode": "ste"}``, see
+        :data:`WEIGHT_QUANTIZERS`).
+    act : dict or list of dicts
+        Activation quantizer per hidden layer (see :data:`ACT_QUANTIZERS`).
+    final_weight : dict, optional
+        The last layer's weight quantizer; default the last hidden layer's (or ``weight``).
+    norm : ``"affine"``, ``"plain"`` or ``"none"``
+        Batch norm after every hidden layer, with or without affine parameters, or none.
+    bias : bool
+        A real bias on every hidden layer.
+    quantized_backprop : bool
+        Few Multiplications' power-of-two inputs in the weight gradients.
+    task : ``"classify"`` or ``"regress"``
+    """
+
+    def __init__(self, input_size, hidden, outputs, input_max, *, input, weight, act, final_weight=None,
+                 norm="affine", bias=False, quantized_backprop=False, task="classify", bit_cost=None):
+        super().__init__()
+        from .binarynet import _positive_int
+        self.input_size = _positive_int(input_size, "input size")
+        try:
+            hidden = tuple(hidden)
+        except TypeError:
+            raise HwnetError(f"hidden sizes must be a sequence of positive integers, got {hidden!r}") from None
+        self.hidden = tuple(_positive_int(h, "every hidden size") for h in hidden)
+        self.outputs = _positive_int(outputs, "number of outputs")
+        self.input_max = _positive_int(input_max, "input_max")
+        self.norm = _choice(norm, ("affine", "plain", "none"), "norm")
+        self.task = _choice(task, ("classify", "regress"), "task")
+        self.use_bias = bool(bias)
+        self.quantized_backprop = bool(quantized_backprop)
+        input = dict(input)
+        self.input_quant = InputQuantizer(input_max=self.input_max, kind=input.get("kind", "raw"),
+                                          bits=input.get("bits"))
+        n = len(self.hidden)
+        weights = _per_layer(weight, n, "weight") if n else []
+        acts = _per_layer(act, n, "act") if n else []
+        if final_weight is None:
+            final_weight = weights[-1] if weights else weight
+        widths = (self.input_size,) + self.hidden
+        in_type, in_step = self.input_quant.out_type, self.input_quant.step
+        self.hidden_linear = nn.ModuleList()
+        self.hidden_norm = nn.ModuleList()
+        self.hidden_act = nn.ModuleList()
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            wq = _build(WEIGHT_QUANTIZERS, weights[i], "weight quantizer")
+            self.hidden_linear.append(QuantLinear(a, b, wq, in_type=in_type, in_step=in_step, bias=self.use_bias,
+                                                  quantized_backprop=self.quantized_backprop))
+            self.hidden_norm.append(nn.Identity() if self.norm == "none" else
+                                    BinaryBatchNorm(b, affine=self.norm == "affine"))
+            aq = _build(ACT_QUANTIZERS, acts[i], "activation quantizer")
+            self.hidden_act.append(aq)
+            in_type, in_step = aq.out_type, aq.step
+        fq = _build(WEIGHT_QUANTIZERS, final_weight, "final weight quantizer", per_row=False)
+        self.final = QuantLinear(widths[-1], self.outputs, fq, in_type=in_type, in_step=in_step,
+                                 quantized_backprop=self.quantized_backprop)
+        self.log_scale = nn.Parameter(torch.tensor(0.0))
+        self.offset = nn.Parameter(torch.tensor(0.0)) if self.task == "regress" else None
+        self._config = {"input_size": self.input_size, "hidden": list(self.hidden), "outputs": self.outputs,
+                        "input_max": self.input_max, "input": self.input_quant.config(),
+                        "weight": [q.quantizer.config() for q in self.hidden_linear],
+                        "act": [q.config() for q in self.hidden_act], "final_weight": fq.config(),
+                        "norm": self.norm, "bias": self.use_bias, "quantized_backprop": self.quantized_backprop,
+                        "task": self.task, "bit_cost": None if bit_cost is None else dict(bit_cost)}
+        self.bit_cost = None if bit_cost is None else dict(bit_cost)
+        if self.bit_cost is not None:
+            _choice(self.bit_cost.get("kind"), BIT_COSTS, "bit cost")
+            _positive(self.bit_cost.get("weight", 0) or 1e-300, "bit cost weight")
+
+    def config(self):
+        """Plain values that rebuild this architecture: ``QuantMLP.from_config(model.config())``."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
+
+    @classmethod
+    def from_config(cls, config):
+        c = dict(config)
+        args = [c.pop(k) for k in ("input_size", "hidden", "outputs", "input_max")]
+        return cls(*args, **c)
+
+    @property
+    def classes(self):
+        return self.outputs
+
+    # --- the pieces lowering evaluates --------------------------------------------------------------------
+
+    def post(self, index, acc):
+        """Hidden layer ``index``'s eval-mode function of its integer accumulators ``acc`` (batch, C) -> codes."""
+        z = self.hidden_linear[index].scale_acc(acc)
+        return self.hidden_act[index](self.hidden_norm[index](z))
+
+    # --- forward ------------------------------------------------------------------------------------------
+
+    def _layers(self, x):
+        x = torch.as_tensor(x)
+        if x.ndim != 2 or x.shape[1] != self.input_size:
+            raise HwnetError(f"inputs must have shape (batch, {self.input_size}), got {tuple(x.shape)}")
+        h = self.input_quant(x)
+        values = [h]
+        for linear, norm, act in zip(self.hidden_linear, self.hidden_norm, self.hidden_act):
+            h = act(norm(linear(h)))
+            values.append(h)
+        if self.training:
+            out = self.final(h)
+            values.append(None)
+        else:
+            acc = self.final.accumulate(h)
+            values.append(acc)
+            out = acc * self.final.acc_factor()
+        out = out * torch.exp(self.log_scale)
+        return values, (out + self.offset if self.offset is not None else out)
+
+    def forward(self, x):
+        return self._layers(x)[1]
+
+    @torch.no_grad()
+    def integer_trace(self, x):
+        """Every IR layer's output as int64 arrays, computed by this torch model in eval mode: the input codes
+        (unless the input is raw), each hidden layer's codes, the final accumulators."""
+        from .binarynet import _to_int64
+        was_training = self.training
+        self.eval()
+        try:
+            values, _ = self._layers(x)
+        finally:
+            self.train(was_training)
+        names = ["quantized input"] + [f"hidden layer {i + 1}" for i in range(len(self.hidden))] + ["final layer"]
+        out = [_to_int64(v, n) for v, n in zip(values, names)]
+        return out if self.input_quant.kind != "raw" else out[1:]
+
+    # --- training hooks -----------------------------------------------------------------------------------
+
+    def _linears(self):
+        return list(self.hidden_linear) + [self.final]
+
+    def penalty(self):
+        """Method regularizers (BNN+'s, BitPruning's bit cost), added to the loss."""
+        total = sum((q.quantizer.penalty(q.weight) for q in self._linears()), torch.tensor(0.0))
+        if self.bit_cost is not None:
+            total = total + self.bit_cost["weight"] * self.bitlength_cost(self.bit_cost["kind"])
+        return total
+
+    def _bit_groups(self):
+        """Per layer: (weight bits, input bits, weights, outputs, MACs); bits are tensors (learnable or fixed)."""
+        def bits_of(q, fixed_type):
+            return q.n if isinstance(q, _LearnedBits) else torch.tensor(float(fixed_type.bits))
+        groups = []
+        in_bits = torch.tensor(float(self.input_quant.out_type.bits))
+        for i, q in enumerate(self._linears()):
+            wb = bits_of(q.quantizer, q.quantizer.weight_type)
+            groups.append((wb, in_bits, q.in_features * q.out_features, q.out_features,
+                           q.in_features * q.out_features))
+            if i < len(self.hidden_act):
+                act = self.hidden_act[i]
+                in_bits = bits_of(act, act.out_type)
+        return groups
+
+    def bitlength_cost(self, kind):
+        """BitPruning's cost of the current bitlengths, a weighted average bitlength (differentiable in the
+        learnable bitlengths):
+
+        ``"bits"``    the mean over groups (every layer's weights and outputs) of the group's bitlength;
+        ``"memory"``  groups weighted by their element count (weights, activations);
+        ``"macs"``    groups weighted by the multiply-accumulates they take part in;
+        ``"lut"``     hwnet's LUT model of its bit-plane PEs: ``sum(MACs * weight bits * input bits) / sum(MACs)``,
+                      proportional to the LUT4 a design needs at a fixed throughput (:meth:`lut_estimate`).
+        """
+        groups = self._bit_groups()
+        if kind == "lut":
+            macs = sum(g[4] for g in groups)
+            return sum(g[4] * g[0] * g[1] for g in groups) / macs
+        terms = []  # (bits, weight)
+        for i, (wb, _, count, outputs, macs) in enumerate(groups):
+            ab = groups[i + 1][1] if i + 1 < len(groups) else None
+            if kind == "bits":
+                terms += [(wb, 1.0)] + ([(ab, 1.0)] if ab is not None else [])
+            elif kind == "memory":
+                terms += [(wb, float(count))] + ([(ab, float(outputs))] if ab is not None else [])
+            else:  # macs: a layer's output activations take part in the next layer's MACs
+                terms += [(wb, float(macs))] + ([(ab, float(groups[i + 1][4]))] if ab is not None else [])
+        return sum(b * w for b, w in terms) / sum(w for _, w in terms)
+
+    @torch.no_grad()
+    def lut_estimate(self, target_cycles):
+        """Estimated LUT4 of the bit-plane processing elements at ``target_cycles`` per inference:
+        ``LUT4_PER_BIT_PRODUCT * sum(MACs * weight bits * input bits) / target_cycles``."""
+        return LUT4_PER_BIT_PRODUCT * sum(float(g[4] * g[0] * g[1]) for g in self._bit_groups()) / target_cycles
+
+    @torch.no_grad()
+    def clip_weights(self):
+        for q in self._linears():
+            q.quantizer.clip_(q.weight)
+
+    @torch.no_grad()
+    def after_step(self):
+        """Clip, then update dynamic fixed point's integer bits (every step)."""
+        self.clip_weights()
+        for q in self._linears():
+            q.quantizer.update_(q.weight)
+        for a in self.hidden_act:
+            a.update_()
+
+    @torch.no_grad()
+    def cluster_(self):
+        """Cluster every codebook layer's weights (no-op without one); True if any was clustered."""
+        done = False
+        for q in self._linears():
+            if isinstance(q.quantizer, CodebookWeights):
+                q.quantizer.cluster_(q.weight)
+                done = True
+        return done
