@@ -13,7 +13,6 @@ import numpy as np
 
 from .errors import HwnetError
 
-METHODS = ("binarynet",)
 DATASETS = ("digits", "mnist", "mnist-full")
 
 
@@ -31,36 +30,52 @@ def _parse_hidden(text):
     return sizes
 
 
-def _check_method(method):
-    if method not in METHODS:
-        raise HwnetError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+def _parse_option(text):
+    """``key=value`` -> (key, value); the value read as true/false, a number, or else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise HwnetError(f"--option must be KEY=VALUE, got {text!r}")
+    value = value.strip()
+    if value.lower() in ("true", "false"):
+        return key.strip(), value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(value)
+        except ValueError:
+            pass
+    return key.strip(), value
 
 
 def _train(args):
     from .train.data import load_dataset
-    from .train.trainer import DEFAULTS, evaluate, save_checkpoint, train_binarynet
-    _check_method(args.method)
+    from .train.methods import METHODS, resolve_options, train
+    from .train.trainer import save_checkpoint
+    if args.method not in METHODS:
+        raise HwnetError(f"unknown method {args.method!r}; available: {', '.join(METHODS)}")
+    options = dict(_parse_option(o) for o in args.option or [])
+    hidden = _parse_hidden(args.hidden) if args.hidden else None
+    if args.epochs is not None and args.epochs < 1:
+        raise HwnetError(f"--epochs must be at least 1, got {args.epochs}")
     out = Path(args.out)
     if out.exists() and not args.force:
         raise HwnetError(f"{out}: already exists; choose another --out or pass --force to replace it")
     if not out.parent.is_dir():
         raise HwnetError(f"{out}: directory {out.parent} does not exist")
+    resolve_options(METHODS[args.method], options)  # fail on a bad option before loading data or training
     ds = load_dataset(args.dataset, mnist_dir=args.mnist_dir)
-    cfg = dict(DEFAULTS[args.dataset])
-    if args.hidden:
-        cfg["hidden"] = _parse_hidden(args.hidden)
-    for key in ("epochs", "batch_size", "lr", "seed"):
-        if getattr(args, key) is not None:
-            cfg[key] = getattr(args, key)
-    if cfg["epochs"] < 1:
-        raise HwnetError(f"--epochs must be at least 1, got {cfg['epochs']}")
-    _say(f"training {args.method} on {ds.name}: {len(ds.train_x)} train / {len(ds.test_x)} test samples, "
-         f"hidden {list(cfg['hidden'])}, {cfg['epochs']} epochs")
-    model, history = train_binarynet(ds, progress=_say, **cfg)
-    acc = evaluate(model, ds.test_x, ds.test_y)
-    save_checkpoint(model, out, meta={"method": args.method, "dataset": ds.name, "test_accuracy": acc,
-                                      **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}})
-    _say(f"test accuracy {acc * 100:.2f}%; checkpoint written to {out}")
+    settings = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr") if getattr(args, k) is not None}
+    seed = 0 if args.seed is None else args.seed
+    _say(f"training {args.method} on {ds.name}: {len(ds.train_x)} train / {len(ds.test_x)} test samples"
+         + (f", hidden {list(hidden)}" if hidden else "") + (f", options {options}" if options else ""))
+    model, history, results = train(ds, args.method, hidden=hidden, seed=seed, progress=_say, options=options,
+                                    **settings)
+    meta = {"method": args.method, "dataset": ds.name, "seed": seed, "options": options,
+            **{k: v for k, v in results.items() if isinstance(v, (int, float, str, list))}}
+    save_checkpoint(model, out, meta=meta)
+    result = (f"test accuracy {results['test_accuracy'] * 100:.2f}%" if "test_accuracy" in results
+              else f"test mse {results['test_mse']:.4f}")
+    extra = {k: v for k, v in results.items() if k not in ("test_accuracy", "test_mse")}
+    _say(f"{result}" + (f" ({extra})" if extra else "") + f"; checkpoint written to {out}")
     return 0
 
 
@@ -115,7 +130,10 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a network and write a checkpoint")
-    t.add_argument("--method", default="binarynet", help=f"quantization method ({', '.join(METHODS)})")
+    t.add_argument("--method", default="binarynet", help="training method (docs/methods.md): binarynet, "
+                   "binaryconnect, qnn, qnn-log, bnn+, fewmult, dfp, hwgq, lutnet, bitpruning, lutnet-ae")
+    t.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a method option, e.g. --option act_bits=3 (repeatable; docs/methods.md lists them)")
     t.add_argument("--dataset", default="digits", choices=DATASETS)
     t.add_argument("--mnist-dir", default=None, help="folder with the MNIST IDX .gz files")
     t.add_argument("--hidden", default=None, help="hidden layer widths, e.g. 128,128")

@@ -1,0 +1,306 @@
+"""The training methods hwnet offers (``hwnet train --method NAME``): what each builds and how it trains.
+
+Every method but BinaryNet builds a :class:`~hwnet.train.qmlp.QuantMLP` from its quantizers and trains it with
+the shared loop (:func:`hwnet.train.trainer.fit`); BinaryNet keeps its own :class:`BinarizedMLP` (the demo's
+model). :func:`train` is the entry point; :data:`METHODS` lists the methods with their options and defaults.
+docs/methods.md explains each method, what hardware it lowers to and what it costs.
+"""
+
+from dataclasses import dataclass, field
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import HwnetError
+from .qmlp import QuantMLP
+from .trainer import _defaults, evaluate, fit, reconstruction_error, train_binarynet
+
+__all__ = ["Method", "METHODS", "train", "resolve_options", "real_weight_accuracy", "reestimate_batchnorm"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training method.
+
+    Members
+    -------
+    name : str
+        The ``--method`` name.
+    paper : str
+        The paper it implements.
+    options : dict
+        Method options and their defaults (``hwnet train --option key=value``).
+    build : callable or None
+        ``build(dataset, hidden, options) -> QuantMLP`` (None for BinaryNet).
+    after_epoch : callable or None
+        ``after_epoch(model, epoch, epochs, options)``, called after every epoch.
+    finish : callable or None
+        ``finish(model, dataset, options, refit) -> model``, called once after training (batch norm
+        re-estimation, BitPruning's rounding and fine-tuning); ``refit(model, epochs)`` trains again with the
+        same settings, appending to the history.
+    extras : callable or None
+        ``extras(model, dataset, options) -> dict`` of extra results (e.g. BinaryConnect's real-weight accuracy).
+    task : str
+        ``"classify"`` or ``"regress"``.
+    lr_scale : float
+        Multiplies the data set's default learning rate (an explicit ``lr`` is taken as given).
+    """
+
+    name: str
+    paper: str
+    options: dict = field(default_factory=dict)
+    build: object = None
+    after_epoch: object = None
+    finish: object = None
+    extras: object = None
+    task: str = "classify"
+    lr_scale: float = 1.0
+
+
+def _mlp(dataset, hidden, outputs=None, **kwargs):
+    return QuantMLP(dataset.input_size, hidden, dataset.classes if outputs is None else outputs, dataset.input_max,
+                    **kwargs)
+
+
+def _real_forward(model, x):
+    """Logits of a :class:`QuantMLP` computed with its *real* (latent) weights, activations still quantized."""
+    h = model.input_quant(torch.as_tensor(np.asarray(x)))
+    for linear, norm, act in zip(model.hidden_linear, model.hidden_norm, model.hidden_act):
+        z = (h @ linear.weight.T) * linear.in_step
+        h = act(norm(z if linear.bias is None else z + linear.bias))
+    return h @ model.final.weight.T
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model, x, forward=None, batch=256):
+    """Recompute every batch norm's running statistics over the inputs ``x`` (cumulative averages over batches
+    of ``batch``), with everything else in eval mode: the quantizers deterministic, as inference runs them.
+
+    Stochastic methods need this: during training the batch norms saw the spread of *sampled* weights, and
+    inference uses the deterministic ones. ``forward(model, x)`` defaults to ``model(x)``."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    model.eval()
+    x = torch.as_tensor(np.asarray(x))
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        for i in range(0, len(x), batch):
+            if len(x[i:i + batch]) >= 2:
+                (forward or (lambda mod, xb: mod(xb)))(model, x[i:i + batch])
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        model.eval()
+
+
+def real_weight_accuracy(model, dataset):
+    """Test accuracy of a copy of ``model`` evaluated with its real (latent) weights, batch norm statistics
+    re-estimated for them on the training set: how BinaryConnect's stochastic runs were evaluated."""
+    real = copy.deepcopy(model)
+    reestimate_batchnorm(real, dataset.train_x, forward=_real_forward)
+    with torch.no_grad():
+        logits = _real_forward(real, dataset.test_x)
+    return float(np.mean(logits.argmax(dim=1).numpy() == np.asarray(dataset.test_y)))
+
+
+def _finish_stochastic(model, dataset, options, refit):
+    """After stochastic training, re-estimate batch norm for the deterministic inference weights."""
+    if options.get("stochastic"):
+        reestimate_batchnorm(model, dataset.train_x)
+    return model
+
+
+def _bitpruning(ds, hidden, o):
+    w = {"kind": "learned-bits", "init_bits": o["init_bits"], "min_bits": 2, "max_bits": o["init_bits"]}
+    a = {"kind": "learned-bits", "init_bits": o["init_bits"], "min_bits": 1, "max_bits": o["init_bits"]}
+    return _mlp(ds, hidden, input={"kind": "raw"}, weight=w, act=a,
+                bit_cost={"kind": o["cost"], "weight": o["reg"]})
+
+
+def _bitpruning_finish(model, dataset, options, refit):
+    """Round every learned bitlength up, rebuild the model with those fixed bitlengths (QNN's quantizers) and
+    fine-tune it."""
+    config = model.config()
+    config["weight"] = [q.quantizer.fixed() for q in model.hidden_linear]
+    config["act"] = [a.fixed() for a in model.hidden_act]
+    config["final_weight"] = model.final.quantizer.fixed()
+    config["bit_cost"] = None
+    fixed = QuantMLP.from_config(config)
+    state = {k: v for k, v in model.state_dict().items() if k in fixed.state_dict()}
+    fixed.load_state_dict(state, strict=False)
+    refit(fixed, max(1, round(options["finetune"] * refit.epochs)))
+    return fixed
+
+
+def _bitpruning_extras(model, dataset, options):
+    bits = [(str(q.quantizer.weight_type), str(a.out_type)) for q, a in zip(model.hidden_linear, model.hidden_act)]
+    return {"bitlengths": [list(b) for b in bits] + [[str(model.final.quantizer.weight_type), None]],
+            "lut4_estimate_at_128_cycles": round(model.lut_estimate(128), 1)}
+
+
+def _cluster(model, epoch, epochs, options):
+    """Codebook layers: cluster the weights after every epoch (the paper's periodic clustering), so evaluation
+    and the end of training always see weights that are exactly the codebook."""
+    model.cluster_()
+
+
+def _binaryconnect(ds, hidden, o):
+    return _mlp(ds, hidden, input={"kind": "raw"},
+                weight={"kind": "binary", "mode": "stochastic" if o["stochastic"] else "det", "H": o["H"]},
+                act={"kind": "uniform", "bits": o["act_bits"]})
+
+
+def _binaryconnect_extras(model, ds, o):
+    return {"real_weight_test_accuracy": real_weight_accuracy(model, ds)}
+
+
+def _qnn(ds, hidden, o):
+    return _mlp(ds, hidden, input={"kind": "raw"}, weight={"kind": "int", "bits": o["weight_bits"]},
+                act={"kind": "uniform", "bits": o["act_bits"]})
+
+
+def _qnn_log(ds, hidden, o):
+    return _mlp(ds, hidden, input={"kind": "raw"}, weight={"kind": "pow2", "bits": o["weight_bits"]},
+                act={"kind": "uniform", "bits": o["act_bits"]})
+
+
+def _bnn_plus(ds, hidden, o):
+    return _mlp(ds, hidden, input={"kind": "binary"},
+                weight={"kind": "binary", "mode": "swish", "scale": "alpha", "beta": o["beta"],
+                        "reg_kind": o["regularizer"], "reg": o["reg"]},
+                act={"kind": "sign", "mode": "swish", "beta": o["beta"]})
+
+
+def _fewmult(ds, hidden, o):
+    return _mlp(ds, hidden, input={"kind": "raw"},
+                weight={"kind": "ternary", "W0": o["W0"], "stochastic": o["stochastic"]},
+                act={"kind": "uniform", "bits": o["act_bits"]}, quantized_backprop=o["quantized_backprop"])
+
+
+def _dfp(ds, hidden, o):
+    return _mlp(ds, hidden, input={"kind": "raw"}, weight={"kind": "fixed", "bits": o["bits"]},
+                act={"kind": "fixed", "bits": o["bits"], "gradient_bits": o["gradient_bits"]}, norm="none",
+                bias=True)
+
+
+def _hwgq(ds, hidden, o):
+    return _mlp(ds, hidden, input={"kind": "raw"}, weight={"kind": "binary", "mode": "ste", "scale": "mean"},
+                act={"kind": "hwgq", "bits": o["act_bits"], "backward": o["backward"]}, norm="plain")
+
+
+def _lutnet(ds, hidden, o, **kwargs):
+    return _mlp(ds, hidden, input={"kind": "levels", "bits": o["input_bits"]},
+                weight={"kind": "codebook", "clusters": o["clusters"], "product_bits": o["product_bits"]},
+                act={"kind": "levels", "fn": o["fn"], "bits": o["act_bits"]}, norm="none", bias=True, **kwargs)
+
+
+def _lutnet_autoencoder(ds, hidden, o):
+    return _lutnet(ds, hidden, o, outputs=ds.input_size, task="regress")
+
+
+_LUT_OPTIONS = {"clusters": 16, "product_bits": 8, "fn": "tanh", "act_bits": 3, "input_bits": 3}
+
+#: Every method, by ``--method`` name.
+METHODS = {m.name: m for m in (
+    Method("binarynet", "Courbariaux, Hubara et al. 2016, Binarized Neural Networks"),
+    Method("binaryconnect", "Courbariaux, Bengio, David 2015, BinaryConnect",
+           {"stochastic": True, "H": 1.0, "act_bits": 2}, _binaryconnect, finish=_finish_stochastic,
+           extras=_binaryconnect_extras, lr_scale=3.0),
+    Method("qnn", "Hubara et al. 2017, Quantized Neural Networks (linear quantization)",
+           {"weight_bits": 2, "act_bits": 2}, _qnn),
+    Method("qnn-log", "Hubara et al. 2017, Quantized Neural Networks (logarithmic weights)",
+           {"weight_bits": 3, "act_bits": 2}, _qnn_log),
+    Method("bnn+", "Darabi et al. 2018, BNN+", {"beta": 5.0, "regularizer": "l1", "reg": 1e-3}, _bnn_plus),
+    Method("fewmult", "Lin et al. 2016, Neural Networks with Few Multiplications",
+           {"W0": 0.25, "stochastic": True, "act_bits": 2, "quantized_backprop": True}, _fewmult,
+           finish=_finish_stochastic),
+    Method("dfp", "Courbariaux, Bengio, David 2014, Training deep neural networks with low precision "
+           "multiplications (dynamic fixed point)", {"bits": 8, "gradient_bits": 16}, _dfp),
+    Method("hwgq", "Cai et al. 2017, Deep Learning with Low Precision by Half-wave Gaussian Quantization",
+           {"act_bits": 2, "backward": "clipped"}, _hwgq),
+    Method("lutnet", "Baluja et al. 2018, No Multiplication? No Floating Point? No Problem!",
+           dict(_LUT_OPTIONS), _lutnet, after_epoch=_cluster),
+    Method("bitpruning", "Nikolic et al. 2020, BitPruning: Learning Bitlengths for Aggressive and Accurate "
+           "Quantization", {"init_bits": 8, "cost": "bits", "reg": 0.05, "finetune": 0.25}, _bitpruning,
+           finish=_bitpruning_finish, extras=_bitpruning_extras),
+    Method("lutnet-ae", "Baluja et al. 2018, No Multiplication? No Floating Point? No Problem! (autoencoder)",
+           dict(_LUT_OPTIONS), _lutnet_autoencoder, after_epoch=_cluster, task="regress"),
+)}
+
+
+def resolve_options(method, given):
+    """The method's options with ``given`` (a dict) over its defaults, checked: one-line HwnetError for an
+    unknown option or a value of the wrong kind."""
+    options = dict(method.options)
+    for key, value in (given or {}).items():
+        if key not in options:
+            known = ", ".join(options) or "none"
+            raise HwnetError(f"method {method.name!r} has no option {key!r} (its options: {known})")
+        default = options[key]
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise HwnetError(f"method {method.name!r} option {key!r} must be true or false, got {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise HwnetError(f"method {method.name!r} option {key!r} must be a number, got {value!r}")
+            value = type(default)(value) if isinstance(default, float) or float(value).is_integer() else value
+        if isinstance(default, str) and not isinstance(value, str):
+            raise HwnetError(f"method {method.name!r} option {key!r} must be a string, got {value!r}")
+        options[key] = value
+    return options
+
+
+def train(dataset, method="binarynet", *, hidden=None, epochs=None, batch_size=None, lr=None, input_noise=None,
+          seed=0, progress=None, options=None):
+    """Train ``method`` on ``dataset``.
+
+    Settings left at None take the data set's entry in :data:`hwnet.train.trainer.DEFAULTS`; ``options`` (a
+    dict) overrides the method's own options (:attr:`Method.options`). Returns ``(model, history, extras)``:
+    the model in eval mode, the per-epoch history and a dict of extra results.
+    """
+    if method not in METHODS:
+        raise HwnetError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    m = METHODS[method]
+    opts = resolve_options(m, options)
+    d = _defaults(dataset)
+    hidden = d["hidden"] if hidden is None else hidden
+    settings = {"epochs": d["epochs"] if epochs is None else epochs,
+                "batch_size": d["batch_size"] if batch_size is None else batch_size,
+                "lr": d["lr"] * m.lr_scale if lr is None else lr,
+                "input_noise": d.get("input_noise", 0.0) if input_noise is None else input_noise}
+    if m.build is None:
+        model, history = train_binarynet(dataset, hidden=hidden, seed=seed, progress=progress, **settings)
+        return model, history, _final_results(model, dataset)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise HwnetError(f"seed must be an integer >= 0, got {seed!r}")
+    torch.manual_seed(int(seed))
+    model = m.build(dataset, hidden, opts)
+    after = None
+    if m.after_epoch is not None:
+        epochs_total = settings["epochs"]
+        after = lambda model_, epoch: m.after_epoch(model_, epoch, epochs_total, opts)  # noqa: E731
+    history = fit(model, dataset, seed=seed, progress=progress, after_epoch=after, **settings)
+    if m.finish is not None:
+        def refit(model_, epochs):
+            return history.extend(fit(model_, dataset, seed=seed, progress=progress,
+                                      label="fine-tune ", **{**settings, "epochs": epochs}))
+        refit.epochs = settings["epochs"]
+        model = m.finish(model, dataset, opts, refit)
+    extras = _final_results(model, dataset)
+    if m.extras is not None:
+        extras.update(m.extras(model, dataset, opts))
+    return model, history, extras
+
+
+def _final_results(model, dataset):
+    """The returned model's test result (after any finishing step, so it may differ from the last epoch's)."""
+    if getattr(model, "task", "classify") == "regress":
+        return {"test_mse": reconstruction_error(model, dataset.test_x)}
+    return {"test_accuracy": evaluate(model, dataset.test_x, dataset.test_y)}
