@@ -104,6 +104,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "model.onnx").write_bytes(b"")
     _fails(capsys, ["compile", str(tmp_path / "model.onnx"), "--out", str(out)], "unknown model file type")
     _fails(capsys, ["train", "--method", "xnor-magic", "--out", str(tmp_path / "m.pt")], "unknown method")
+    _fails(capsys, ["train", "--method", "hwgq", "--option", "bogus=1", "--out", str(tmp_path / "m.pt")],
+           "method 'hwgq' has no option 'bogus' (its options: act_bits, backward)")
+    _fails(capsys, ["train", "--method", "hwgq", "--option", "act_bits", "--out", str(tmp_path / "m.pt")],
+           "--option must be KEY=VALUE")
+    _fails(capsys, ["train", "--method", "binaryconnect", "--option", "stochastic=maybe", "--out",
+                    str(tmp_path / "m.pt")], "must be true or false")
     _fails(capsys, ["train", "--hidden", "64,x", "--out", str(tmp_path / "m.pt")], "--hidden")
     _fails(capsys, ["train", "--epochs", "0", "--out", str(tmp_path / "m.pt")], "epochs")
     _fails(capsys, ["train", "--out", str(tmp_path / "nodir" / "m.pt")], "does not exist")
@@ -165,3 +171,26 @@ def test_compile_puts_named_layers_weights_in_logic(tmp_path, capsys):
            "no dense layer named 'fc9'; the dense layers are fc0, fc1")
     _fails(capsys, ["compile", str(model), "--out", str(tmp_path / "e"), "--bit-serial", "fc0"],
            "bit-serial evaluation is for uint<k>/int<k> weights")
+
+
+def test_train_another_method_with_options_then_compile(tmp_path, capsys):
+    from hwnet import ir
+    out = tmp_path / "q.pt"
+    assert main(["train", "--method", "qnn", "--option", "weight_bits=3", "--option", "act_bits=3", "--hidden",
+                 "16", "--epochs", "2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "training qnn on digits" in text and "options {'weight_bits': 3, 'act_bits': 3}" in text
+    assert "test accuracy" in text
+    assert main(["compile", str(out), "--out", str(tmp_path / "d"), "--no-synth"]) == 0
+    net = ir.load(tmp_path / "d" / "network.npz")
+    assert [str(layer.weight_type) for layer in net.dense_layers()] == ["int3", "int3"]
+    assert net.metadata["method"] == "qnn" and net.metadata["options"] == {"weight_bits": 3, "act_bits": 3}
+
+
+def test_train_help_lists_every_method(capsys):
+    from hwnet.train.methods import METHODS
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in METHODS:
+        assert name in text
