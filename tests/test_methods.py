@@ -89,6 +89,9 @@ def test_method_hardware_types(trained):
     assert types("hwgq")[0] == ("bipolar", "uint2")
     assert types("dfp")[0] == ("int8", "uint7")                    # 8-bit fixed point after ReLU
     assert [t[1] for t in types("bnn+")[:3]] == ["bipolar"] * 3
+    ffn = types("ffn")  # per layer: a raw ternary Y^T, then X diag(d) as power-of-two weights
+    assert [t[0] for t in ffn] == ["ternary", "pot4", "ternary", "pot4", "ternary", "pot4"]
+    assert [t[1] for t in ffn][1::2] == ["uint2", "uint2", ffn[-1][1]] and ffn[0][1].startswith("int")
     lut = lower(trained("lutnet")[0], name="n")
     assert [str(layer.out_type) for layer in lut.layers[:3]] == ["uint3", "int3", "int3"]
     assert all(layer.products is not None for layer in lut.dense_layers())
@@ -147,3 +150,29 @@ def test_unknown_method_and_bad_options(digits):
         train(digits, "qnn", hidden=(8,), epochs=1, options={"weight_bits": 1})
     with pytest.raises(HwnetError, match="HWGQ bits must be an integer between 1 and 4"):
         train(digits, "hwgq", hidden=(8,), epochs=1, options={"act_bits": 5})
+
+
+def test_ffn_starts_from_the_decomposition(digits):
+    """Before fine-tuning, the factorized layers hold exactly the SDD factors of the trained real weights."""
+    from hwnet.train.methods import _ffn_base, _ffn_finish
+    from hwnet.train.sdd import sdd
+    torch.manual_seed(0)
+    options = resolve_options(METHODS["ffn"], {"rank": 0.5})
+    base = _ffn_base(digits, (16,), options)
+    seen = {}
+
+    def refit(model, epochs):
+        seen["model"] = model
+        seen["epochs"] = epochs
+    refit.epochs = 4
+    factored = _ffn_finish(base, digits, options, refit)
+    assert seen["model"] is factored and seen["epochs"] == 2
+    assert factored.factor["ranks"] == [8, 5]
+    for source, target in zip([base.hidden_linear[0], base.final], [factored.hidden_linear[0], factored.final]):
+        X, d, Y = sdd(source.weight.detach().double().numpy(), target.rank)
+        np.testing.assert_array_equal(target.inner.quantizer.codes(target.inner.weight), Y.T)
+        e = np.round(np.log2(d))
+        e = np.clip(e, e.max() - 6, e.max())  # pot4: exponents 0..6 below the largest
+        np.testing.assert_array_equal(target.quantizer.codes(target.outer.weight), X * 2.0 ** (e - e.max() + 6))
+    net = lower(factored, name="f")
+    assert check_lowering(factored, net, digits.test_x) == 0

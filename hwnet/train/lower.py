@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from .. import golden
-from ..datatypes import BIPOLAR, parse_type, type_for_range
+from ..datatypes import BIPOLAR, TERNARY, parse_type, type_for_range
 from ..errors import HwnetError
 from ..ir import Dense, MultiThreshold, Network
 from .binarynet import BinarizedMLP
-from .qmlp import QuantMLP
+from .qmlp import FactorizedLinear, QuantMLP
 
 __all__ = ["lower", "check_lowering", "input_threshold", "fold_hidden_layer", "step_threshold", "fold_thresholds"]
 
@@ -182,6 +182,13 @@ def _lower_quant_mlp(model, input_type):
     count = len(model.hidden)
     for i, linear in enumerate(list(model.hidden_linear) + [model.final]):
         name = f"fc{i + 1}"
+        if isinstance(linear, FactorizedLinear):  # Y^T: a raw ternary layer, then X diag(d) as the layer itself
+            inner = Dense(weights=linear.inner.quantizer.codes(linear.inner.weight), weight_type=TERNARY,
+                          name=f"{name}y")
+            layers.append(inner)
+            lo, hi = inner.row_acc_ranges(in_type)
+            in_type = type_for_range(int(lo.min()), int(hi.max()))
+            linear = linear.outer
         wq = linear.quantizer
         weights = wq.codes(linear.weight)
         table, _ = linear.lookup()

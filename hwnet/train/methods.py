@@ -140,6 +140,46 @@ def _bitpruning_finish(model, dataset, options, refit):
     return fixed
 
 
+def _ffn_base(ds, hidden, o):
+    return _mlp(ds, hidden, input={"kind": "raw"}, weight={"kind": "real"},
+                act={"kind": "uniform", "bits": o["act_bits"]})
+
+
+def _ffn_finish(model, dataset, options, refit):
+    """Fixed-Point Factorized Networks: decompose every trained real weight matrix with the semidiscrete
+    decomposition, ``W ~ X diag(d) Y^T``, rebuild the network with factorized layers (ternary ``Y^T``, then
+    ``X diag(d)`` with ``d`` rounded to powers of two), and fine-tune with real shadow copies of ``X`` and ``Y``."""
+    from .sdd import sdd, sdd_error
+    linears = list(model.hidden_linear) + [model.final]
+    ranks = [max(1, round(options["rank"] * min(q.in_features, q.out_features))) for q in linears]
+    config = model.config()
+    config["factor"] = {"ranks": ranks, "bits": options["pot_bits"]}
+    factored = QuantMLP.from_config(config)
+    ours = factored.state_dict()  # batch norms and the output scale carry over; the layers are replaced
+    factored.load_state_dict({k: v for k, v in model.state_dict().items()
+                              if k in ours and v.shape == ours[k].shape}, strict=False)
+    errors = []
+    with torch.no_grad():
+        for source, target in zip(linears, list(factored.hidden_linear) + [factored.final]):
+            w = source.weight.detach().double().numpy()
+            X, d, Y = sdd(w, target.rank)
+            errors.append(sdd_error(w, X, d, Y) / max(np.linalg.norm(w), 1e-30))
+            target.inner.weight.copy_(torch.from_numpy(Y.T.astype(np.float32)))
+            target.outer.weight.copy_(torch.from_numpy(X.astype(np.float32)))
+            target.quantizer.d.copy_(torch.from_numpy(np.maximum(d, 1e-12).astype(np.float32)))
+            if source.bias is not None:
+                target.outer.bias.copy_(source.bias)
+    factored.sdd_relative_errors = [round(float(e), 4) for e in errors]
+    factored.base_test_accuracy = evaluate(model, dataset.test_x, dataset.test_y)
+    refit(factored, max(1, round(options["finetune"] * refit.epochs)))
+    return factored
+
+
+def _ffn_extras(model, dataset, options):
+    return {"ranks": list(model.factor["ranks"]), "sdd_relative_errors": model.sdd_relative_errors,
+            "full_precision_test_accuracy": model.base_test_accuracy}
+
+
 def _bitpruning_extras(model, dataset, options):
     bits = [(str(q.quantizer.weight_type), str(a.out_type)) for q, a in zip(model.hidden_linear, model.hidden_act)]
     return {"bitlengths": [list(b) for b in bits] + [[str(model.final.quantizer.weight_type), None]],
@@ -228,6 +268,9 @@ METHODS = {m.name: m for m in (
            {"act_bits": 2, "backward": "clipped"}, _hwgq),
     Method("lutnet", "Baluja et al. 2018, No Multiplication? No Floating Point? No Problem!",
            dict(_LUT_OPTIONS), _lutnet, after_epoch=_cluster),
+    Method("ffn", "Wang and Cheng 2017, Fixed-Point Factorized Networks",
+           {"rank": 1.0, "pot_bits": 4, "act_bits": 2, "finetune": 0.5}, _ffn_base, finish=_ffn_finish,
+           extras=_ffn_extras),
     Method("bitpruning", "Nikolic et al. 2020, BitPruning: Learning Bitlengths for Aggressive and Accurate "
            "Quantization", {"init_bits": 8, "cost": "bits", "reg": 0.05, "finetune": 0.25}, _bitpruning,
            finish=_bitpruning_finish, extras=_bitpruning_extras),

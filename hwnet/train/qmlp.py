@@ -465,8 +465,76 @@ class LearnedBitsWeights(WeightQuantizer, _LearnedBits):
         return {"kind": "int", "bits": self.rounded_bits, "H": 1.0}
 
 
+class RealWeights(WeightQuantizer):
+    """Unquantized real weights: the full-precision network Fixed-Point Factorized Networks start from. Not
+    lowerable (there is no integer weight type); the factorization replaces every layer before lowering."""
+
+    kind = "real"
+
+    def config(self):
+        return {"kind": self.kind}
+
+    @property
+    def weight_type(self):
+        raise HwnetError("real-valued weights have no integer type: this is a full-precision model (the first "
+                         "phase of a factorized network), not a lowerable one")
+
+    def quantize(self, w):
+        return (w if self.training else w.detach()), self._rows(w, 1.0)
+
+
+def _ternary_ste(x):
+    """``sign(x)`` where ``|x| >= 1/2``, else 0 (ternary rounding of values in [-1, 1]); straight through."""
+    t = torch.where(x.detach().abs() >= 0.5, torch.sign(x.detach()), torch.zeros_like(x))
+    return x + (t - x).detach() if x.requires_grad else t
+
+
+class FactorWeights(WeightQuantizer):
+    """The outer factor of a Fixed-Point Factorized layer, ``X @ diag(d)``: a real shadow of the ternary ``X``
+    (the layer's weights, rounded to ``{-1, 0, 1}`` at ``±1/2``) and the positive reals ``d`` (one per column),
+    each rounded to a power of two. The largest exponent ``e_max`` and the ``E = 2**(bits-1) - 2`` below it are
+    kept (smaller ``d`` are raised to ``2**(e_max - E)``), so the weights ``X * 2**e`` are ``pot<bits>`` codes
+    times the scale ``2**(e_max - E)``: shifts, no multiplier. Straight-through gradients to ``X`` and ``d``."""
+
+    kind = "factor"
+
+    def __init__(self, *, columns, bits=4, per_row=True):
+        super().__init__(per_row=per_row)
+        self.columns = _bits(columns, "factor columns", 1, 1 << 20)
+        self.bits = _bits(bits, "power-of-two factor bits", 2, 6)
+        self.d = nn.Parameter(torch.ones(self.columns))
+
+    def config(self):
+        return {"kind": self.kind, "columns": self.columns, "bits": self.bits}
+
+    @property
+    def weight_type(self):
+        return parse_type(f"pot{self.bits}")
+
+    def _exponents(self):
+        e = torch.round(torch.log2(self.d.detach().abs().clamp_min(1e-30)))
+        top = e.max()
+        return torch.clamp(e, top - self.weight_type.max_exponent, top), top - self.weight_type.max_exponent
+
+    def quantize(self, w):
+        e, low = self._exponents()
+        d = self.d if self.training else self.d.detach()
+        dq = d + (torch.exp2(e) - d).detach()
+        x = _ternary_ste(w if self.training else w.detach())
+        return x * (dq / torch.exp2(low))[None, :], self._rows(w, float(torch.exp2(low)))
+
+    @torch.no_grad()
+    def init_(self, w):
+        nn.init.uniform_(w, -1.0, 1.0)
+
+    def clip_(self, w):
+        Q.clip_(w, 1.0)
+        with torch.no_grad():
+            self.d.clamp_(min=1e-12)
+
+
 WEIGHT_QUANTIZERS = {q.kind: q for q in (BinaryWeights, TernaryWeights, IntWeights, Pow2Weights, FixedWeights,
-                                          CodebookWeights, LearnedBitsWeights)}
+                                          CodebookWeights, LearnedBitsWeights, RealWeights)}
 
 
 # --- activation quantizers -------------------------------------------------------------------------------------
@@ -823,6 +891,57 @@ class QuantLinear(nn.Module):
         return z if self.bias is None else z + self.bias
 
 
+class FactorizedLinear(nn.Module):
+    """A Fixed-Point Factorized layer ``W ~ X diag(d) Y^T``: an inner layer ``Y^T`` (``rank x in``, ternary,
+    deterministic rounding at ``±1/2`` of a real shadow) whose raw integer accumulators feed the outer layer
+    ``X diag(d)`` (:class:`FactorWeights`). Exposes the outer layer's interface (``quantizer``, ``weight``,
+    ``scale_acc`` ...) to :class:`QuantMLP`; :meth:`inner_codes` is the raw middle layer."""
+
+    def __init__(self, in_features, out_features, rank, *, bits, in_type, in_step, bias=False, per_row=True):
+        super().__init__()
+        self.rank = int(rank)
+        self.inner = QuantLinear(in_features, self.rank, TernaryWeights(W0=1.0, stochastic=False, per_row=False),
+                                 in_type=in_type, in_step=in_step)
+        self.outer = QuantLinear(self.rank, out_features, FactorWeights(columns=self.rank, bits=bits,
+                                                                        per_row=per_row),
+                                 in_type=None, in_step=in_step, bias=bias)
+        self.in_features, self.out_features = self.inner.in_features, self.outer.out_features
+        self.in_type, self.in_step = in_type, in_step
+
+    @property
+    def quantizer(self):
+        return self.outer.quantizer
+
+    @property
+    def weight(self):
+        return self.outer.weight
+
+    @property
+    def bias(self):
+        return self.outer.bias
+
+    def inner_codes(self, x):
+        """The middle layer's integer accumulators ``x @ Y`` (exact in eval mode; straight-through in training)."""
+        if not self.training:
+            return self.inner.accumulate(x)
+        return x @ self.inner.quantizer.quantize(self.inner.weight)[0].T
+
+    def lookup(self):
+        return None, None
+
+    def accumulate(self, x):
+        return self.outer.accumulate(self.inner_codes(x))
+
+    def acc_factor(self):
+        return self.outer.acc_factor()
+
+    def scale_acc(self, acc):
+        return self.outer.scale_acc(acc)
+
+    def forward(self, x):
+        return self.outer(self.inner_codes(x))
+
+
 def _per_layer(spec, count, what):
     """A dict (same for every layer) or a list of ``count`` dicts -> list of dicts."""
     if isinstance(spec, dict):
@@ -869,7 +988,8 @@ class QuantMLP(nn.Module):
     """
 
     def __init__(self, input_size, hidden, outputs, input_max, *, input, weight, act, final_weight=None,
-                 norm="affine", bias=False, quantized_backprop=False, task="classify", bit_cost=None):
+                 norm="affine", bias=False, quantized_backprop=False, task="classify", bit_cost=None,
+                 factor=None):
         super().__init__()
         from .binarynet import _positive_int
         self.input_size = _positive_int(input_size, "input size")
@@ -897,26 +1017,42 @@ class QuantMLP(nn.Module):
         self.hidden_linear = nn.ModuleList()
         self.hidden_norm = nn.ModuleList()
         self.hidden_act = nn.ModuleList()
+        self.factor = None if factor is None else {"ranks": [int(r) for r in factor["ranks"]],
+                                                    "bits": int(factor.get("bits", 4))}
+        if self.factor is not None and bit_cost is not None:
+            raise HwnetError("a factorized model cannot also learn its bitlengths")
+        if self.factor is not None and len(self.factor["ranks"]) != n + 1:
+            raise HwnetError(f"factor ranks must give one rank per layer ({n + 1}), got {self.factor['ranks']}")
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            wq = _build(WEIGHT_QUANTIZERS, weights[i], "weight quantizer")
-            self.hidden_linear.append(QuantLinear(a, b, wq, in_type=in_type, in_step=in_step, bias=self.use_bias,
-                                                  quantized_backprop=self.quantized_backprop))
+            if self.factor is not None:
+                self.hidden_linear.append(FactorizedLinear(a, b, self.factor["ranks"][i], bits=self.factor["bits"],
+                                                           in_type=in_type, in_step=in_step, bias=self.use_bias))
+            else:
+                wq = _build(WEIGHT_QUANTIZERS, weights[i], "weight quantizer")
+                self.hidden_linear.append(QuantLinear(a, b, wq, in_type=in_type, in_step=in_step,
+                                                      bias=self.use_bias, quantized_backprop=self.quantized_backprop))
             self.hidden_norm.append(nn.Identity() if self.norm == "none" else
                                     BinaryBatchNorm(b, affine=self.norm == "affine"))
             aq = _build(ACT_QUANTIZERS, acts[i], "activation quantizer")
             self.hidden_act.append(aq)
             in_type, in_step = aq.out_type, aq.step
-        fq = _build(WEIGHT_QUANTIZERS, final_weight, "final weight quantizer", per_row=False)
-        self.final = QuantLinear(widths[-1], self.outputs, fq, in_type=in_type, in_step=in_step,
-                                 quantized_backprop=self.quantized_backprop)
+        if self.factor is not None:
+            self.final = FactorizedLinear(widths[-1], self.outputs, self.factor["ranks"][-1],
+                                          bits=self.factor["bits"], in_type=in_type, in_step=in_step, per_row=False)
+            fq = _build(WEIGHT_QUANTIZERS, final_weight, "final weight quantizer", per_row=False)
+        else:
+            fq = _build(WEIGHT_QUANTIZERS, final_weight, "final weight quantizer", per_row=False)
+            self.final = QuantLinear(widths[-1], self.outputs, fq, in_type=in_type, in_step=in_step,
+                                     quantized_backprop=self.quantized_backprop)
         self.log_scale = nn.Parameter(torch.tensor(0.0))
         self.offset = nn.Parameter(torch.tensor(0.0)) if self.task == "regress" else None
         self._config = {"input_size": self.input_size, "hidden": list(self.hidden), "outputs": self.outputs,
                         "input_max": self.input_max, "input": self.input_quant.config(),
-                        "weight": [q.quantizer.config() for q in self.hidden_linear],
-                        "act": [q.config() for q in self.hidden_act], "final_weight": fq.config(),
+                        "weight": weights,
+                        "act": [q.config() for q in self.hidden_act], "final_weight": final_weight,
                         "norm": self.norm, "bias": self.use_bias, "quantized_backprop": self.quantized_backprop,
-                        "task": self.task, "bit_cost": None if bit_cost is None else dict(bit_cost)}
+                        "task": self.task, "bit_cost": None if bit_cost is None else dict(bit_cost),
+                        "factor": self.factor}
         self.bit_cost = None if bit_cost is None else dict(bit_cost)
         if self.bit_cost is not None:
             _choice(self.bit_cost.get("kind"), BIT_COSTS, "bit cost")
@@ -952,15 +1088,26 @@ class QuantMLP(nn.Module):
         h = self.input_quant(x)
         values = [h]
         for linear, norm, act in zip(self.hidden_linear, self.hidden_norm, self.hidden_act):
-            h = act(norm(linear(h)))
+            if isinstance(linear, FactorizedLinear):  # the raw middle layer is an IR layer of its own
+                mid = linear.inner_codes(h)
+                values.append(mid)
+                z = linear.outer(mid)
+            else:
+                z = linear(h)
+            h = act(norm(z))
             values.append(h)
+        final = self.final
+        if isinstance(final, FactorizedLinear):
+            h = final.inner_codes(h)
+            values.append(h)
+            final = final.outer
         if self.training:
-            out = self.final(h)
+            out = final(h)
             values.append(None)
         else:
-            acc = self.final.accumulate(h)
+            acc = final.accumulate(h)
             values.append(acc)
-            out = acc * self.final.acc_factor()
+            out = acc * final.acc_factor()
         out = out * torch.exp(self.log_scale)
         return values, (out + self.offset if self.offset is not None else out)
 
@@ -978,14 +1125,17 @@ class QuantMLP(nn.Module):
             values, _ = self._layers(x)
         finally:
             self.train(was_training)
-        names = ["quantized input"] + [f"hidden layer {i + 1}" for i in range(len(self.hidden))] + ["final layer"]
-        out = [_to_int64(v, n) for v, n in zip(values, names)]
+        out = [_to_int64(v, f"IR layer {i}") for i, v in enumerate(values)]
         return out if self.input_quant.kind != "raw" else out[1:]
 
     # --- training hooks -----------------------------------------------------------------------------------
 
     def _linears(self):
-        return list(self.hidden_linear) + [self.final]
+        """Every QuantLinear (both halves of a factorized layer)."""
+        out = []
+        for q in list(self.hidden_linear) + [self.final]:
+            out += [q.inner, q.outer] if isinstance(q, FactorizedLinear) else [q]
+        return out
 
     def penalty(self):
         """Method regularizers (BNN+'s, BitPruning's bit cost), added to the loss."""

@@ -61,7 +61,7 @@ def best_ternary(s):
     return _best_ternary(s)
 
 
-def sdd(weights, rank, *, iterations=10, rng=0):
+def sdd(weights, rank, *, iterations=10):
     """Semidiscrete decomposition ``weights ~ X @ diag(d) @ Y.T``, ``rank`` terms (see the module docstring).
 
     Parameters
@@ -73,9 +73,6 @@ def sdd(weights, rank, *, iterations=10, rng=0):
         for the same error).
     iterations : int
         At most this many ``x``-then-``y`` rounds of the alternating search per term, ``>= 1``.
-    rng : None, int or numpy.random.Generator
-        Accepted for a seeded start; the MAX start used here draws no random numbers, so the result is the same
-        for every ``rng`` (it is checked only to be a valid seed).
 
     Returns ``(X, d, Y)``: ``X`` int64 ``(m, rank)`` and ``Y`` int64 ``(n, rank)`` with entries in
     ``{-1, 0, 1}``, ``d`` float64 ``(rank,)``, each ``d_k > 0`` for a term that was found. When the residual is
@@ -88,10 +85,6 @@ def sdd(weights, rank, *, iterations=10, rng=0):
     R = _real_array(weights, "sdd: weights", 2).copy()
     rank = _positive_int(rank, "sdd: rank")
     iterations = _positive_int(iterations, "sdd: iterations")
-    try:
-        np.random.default_rng(rng)
-    except (TypeError, ValueError) as exc:
-        raise HwnetError(f"sdd: rng must be None, an int seed or a numpy Generator, got {rng!r}") from exc
     m, n = R.shape
     X = np.zeros((m, rank), dtype=np.int64)
     Y = np.zeros((n, rank), dtype=np.int64)
