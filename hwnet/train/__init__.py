@@ -1,14 +1,15 @@
-"""Training and lowering: BinaryNet MLPs in torch, lowered exactly into the integer IR, and the quantizers of
-the other training methods.
+"""Training and lowering: every training method's model in torch, lowered exactly into the integer IR.
 
 Public API (imported lazily, so ``hwnet.train.data`` works without loading torch):
 
 - :func:`load_dataset`, :func:`mnist_available`, :class:`Dataset` (``hwnet.train.data``; no torch)
+- :func:`train` and :data:`METHODS`, every training method (``hwnet.train.methods``; docs/methods.md)
+- :class:`QuantMLP`, the model every method but BinaryNet builds from its quantizers (``hwnet.train.qmlp``)
 - :class:`BinarizedMLP` and its building blocks (``hwnet.train.binarynet``)
-- :func:`train_binarynet`, :func:`evaluate`, :func:`predict`, :func:`save_checkpoint`, :func:`load_checkpoint`,
-  :data:`DEFAULTS` (``hwnet.train.trainer``)
-- the training methods' quantizers, forward and backward as their papers define them (``hwnet.train.quantizers``:
-  BinaryConnect, QNN, BNN+, ternary connect, quantized back-propagation, dynamic fixed point, HWGQ)
+- :func:`fit`, :func:`train_binarynet`, :func:`evaluate`, :func:`predict`, :func:`save_checkpoint`,
+  :func:`load_checkpoint`, :data:`DEFAULTS` (``hwnet.train.trainer``)
+- the methods' quantizers, forward and backward as their papers define them (``hwnet.train.quantizers``),
+  optimal 1-D k-means (``hwnet.train.ckmeans``) and the semidiscrete decomposition (``hwnet.train.sdd``)
 - :func:`check_lowering` here; :func:`hwnet.train.lower.lower` only from its module (the package attribute
   ``lower`` is the submodule ``hwnet.train.lower``, so ``from hwnet.train.lower import lower``)
 
@@ -17,12 +18,14 @@ Nothing in this package imports Amaranth.
 
 import importlib
 
-__all__ = ["Dataset", "load_dataset", "mnist_available", "BinarizedMLP", "BinaryLinear", "SignSTE",
+__all__ = ["Dataset", "load_dataset", "mnist_available", "train", "METHODS", "QuantMLP", "fit",
+           "BinarizedMLP", "BinaryLinear", "SignSTE",
            "train_binarynet", "evaluate", "predict", "save_checkpoint", "load_checkpoint", "DEFAULTS",
            "check_lowering"]
 
 _HOME = {
     "Dataset": "data", "load_dataset": "data", "mnist_available": "data",
+    "train": "methods", "METHODS": "methods", "QuantMLP": "qmlp", "fit": "trainer",
     "BinarizedMLP": "binarynet", "BinaryLinear": "binarynet", "SignSTE": "binarynet",
     "train_binarynet": "trainer", "evaluate": "trainer", "predict": "trainer", "save_checkpoint": "trainer",
     "load_checkpoint": "trainer", "DEFAULTS": "trainer",

@@ -42,8 +42,8 @@ BIT_COSTS = ("bits", "memory", "macs", "lut")
 #: compressed): 3.1 for int2 x uint2, 2.8 for int4 x int4, 2.7 for uint8 x uint8 at SIMD 32 (docs/benchmarks.md).
 LUT4_PER_BIT_PRODUCT = 2.8
 
-__all__ = ["QuantMLP", "BIT_COSTS", "LUT4_PER_BIT_PRODUCT", "QuantLinear", "WeightQuantizer", "ActQuantizer", "InputQuantizer", "WEIGHT_QUANTIZERS",
-           "ACT_QUANTIZERS", "INPUT_QUANTIZERS", "round_ste"]
+__all__ = ["QuantMLP", "QuantLinear", "FactorizedLinear", "WeightQuantizer", "ActQuantizer", "InputQuantizer",
+           "WEIGHT_QUANTIZERS", "ACT_QUANTIZERS", "INPUT_QUANTIZERS", "BIT_COSTS", "LUT4_PER_BIT_PRODUCT", "round_ste"]
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -985,6 +985,11 @@ class QuantMLP(nn.Module):
     quantized_backprop : bool
         Few Multiplications' power-of-two inputs in the weight gradients.
     task : ``"classify"`` or ``"regress"``
+    bit_cost : dict, optional
+        BitPruning's cost term, ``{"kind": one of BIT_COSTS, "weight": lambda}`` (:meth:`bitlength_cost`).
+    factor : dict, optional
+        Fixed-Point Factorized layers everywhere, ``{"ranks": [one per layer], "bits": k}``
+        (:class:`FactorizedLinear`); ``weight``/``final_weight`` are then not used.
     """
 
     def __init__(self, input_size, hidden, outputs, input_max, *, input, weight, act, final_weight=None,
@@ -1039,7 +1044,6 @@ class QuantMLP(nn.Module):
         if self.factor is not None:
             self.final = FactorizedLinear(widths[-1], self.outputs, self.factor["ranks"][-1],
                                           bits=self.factor["bits"], in_type=in_type, in_step=in_step, per_row=False)
-            fq = _build(WEIGHT_QUANTIZERS, final_weight, "final weight quantizer", per_row=False)
         else:
             fq = _build(WEIGHT_QUANTIZERS, final_weight, "final weight quantizer", per_row=False)
             self.final = QuantLinear(widths[-1], self.outputs, fq, in_type=in_type, in_step=in_step,
