@@ -864,10 +864,14 @@ class QuantLinear(nn.Module):
             return x @ codes.T
         ranks = torch.from_numpy(self.in_type.ranks(torch.round(x).to(torch.int64).cpu().numpy()))
         w_ranks = torch.from_numpy(self.quantizer.weight_type.ranks(codes.to(torch.int64).cpu().numpy()))
-        table = torch.from_numpy(table)
-        acc = torch.zeros(x.shape[0], self.out_features, dtype=torch.int64)
+        # One masked matrix product per input value. Every partial sum is an integer below
+        # in_features * max|product|; under 2**24 float32 sums them exactly (and fast), else int64 does.
+        exact32 = self.in_features * int(np.abs(table).max()) < (1 << 24)
+        dtype = torch.float32 if exact32 else torch.int64
+        table = torch.from_numpy(table).to(dtype)
+        acc = torch.zeros(x.shape[0], self.out_features, dtype=dtype)
         for j in range(table.shape[1]):
-            acc += (ranks == j).to(torch.int64) @ table[w_ranks, j].T
+            acc += (ranks == j).to(dtype) @ table[w_ranks, j].T
         return acc.to(torch.float32)
 
     def acc_factor(self):
