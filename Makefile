@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.hwnet-installed
+BENCH_STAMP = $(VENV)/.hwnet-bench-installed
 JOBS   ?= 2
 
-.PHONY: demo test test-fast bench bench-pe install clean
+.PHONY: demo test test-fast bench bench-pe bench-methods install clean
 
 install: $(STAMP)
 
@@ -31,6 +32,14 @@ bench: $(STAMP)
 
 bench-pe: $(STAMP)
 	$(BIN)/python bench/bench_pe.py --jobs $(JOBS)
+
+# The training-methods benchmark needs the bench extra (Brevitas, for its baseline) on top of the install.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench-methods: $(BENCH_STAMP)
+	$(BIN)/python bench/bench_methods.py
 
 clean:
 	rm -rf build .pytest_cache
