@@ -14,14 +14,14 @@ narrow-range signed, binary at 1 bit, integer above) and its ``TensorNorm``:
 Weights are initialized uniformly in ``[-1, 1]`` and clipped to ``[-1, 1]`` after every step, as in the
 example. At 1 bit the input, weights and activations are all ``±1`` (W1A1).
 
-Training runs through hwnet's own loop (:func:`hwnet.train.trainer.fit`) rather than the example's trainer, so
-the comparison is of the models and quantizers, not of the schedules: the same raw integer arrays, Adam with a
-cosine learning-rate decay to 1% of ``lr`` stepped per batch, the training set reshuffled every epoch with
+Training runs through hwnet's own loop (:func:`hwnet.train.trainer.fit`) rather than the example's trainer, so the
+comparison is of the models and quantizers, not of the schedules: the same raw integer arrays, Adam with a cosine
+learning-rate decay to 1% of ``lr`` stepped per batch, the training set reshuffled every epoch with
 ``numpy.random.default_rng(seed)``, ``torch.manual_seed(seed)`` before the model is built (initialization and
 dropout), a lone leftover sample per epoch skipped (batch norm needs two), the last model evaluated (no model
-selection). The loss is cross-entropy, as hwnet's (the example uses a squared hinge). Two differences from the example: its learning rate is fixed with a halving every 40
-epochs and the best epoch on the test set is kept; here neither. hwnet's default input noise is off
-(``input_noise=0``); the example does no augmentation on MNIST.
+selection). The loss is cross-entropy, as hwnet's (the example uses a squared hinge). Two differences from the
+example: its learning rate is fixed with a halving every 40 epochs and the best epoch on the test set is kept; here
+neither. hwnet's default input noise is off (``input_noise=0``); the example does no augmentation on MNIST.
 
 Measured by the project with Brevitas 0.13: digits 3x64 W1A1 ~93%, MNIST split 784-64x3-10 W1A1 ~93.8%,
 784-256x3-10 W1A1 ~96.3% (20 epochs). Standalone use::

@@ -153,12 +153,15 @@ def fold_thresholds(fn, lo, hi, out_type, what, *, can_negate=True, rng=0):
 
     span = a_hi - a_lo + 1
     generator = np.random.default_rng(rng)
-    if int(span.sum()) <= ENUMERATE_LIMIT:
-        steps = [np.arange(i, min(i + 4096, int(span.max()))) for i in range(0, int(span.max()), 4096)]
-    else:
-        steps = [np.floor(generator.random(4096) * span.max()).astype(np.int64)]
+    if int(span.sum()) <= ENUMERATE_LIMIT:  # every value (a channel with a shorter range repeats its last)
+        steps = [np.arange(i, min(i + 4096, int(span.max())))[:, None] for i in range(0, int(span.max()), 4096)]
+    else:  # 4096 random values per channel, plus both ends and every threshold and the value below it
+        edges = np.concatenate([np.zeros((1, channels)), span[None, :] - 1, thresholds.T - a_lo,
+                                thresholds.T - a_lo - 1])
+        steps = [np.floor(generator.random((4096, channels)) * span[None, :]).astype(np.int64),
+                 np.clip(edges, 0, span - 1).astype(np.int64)]
     for offsets in steps:
-        acc = np.minimum(a_lo[None, :] + offsets[:, None], a_hi[None, :])
+        acc = np.minimum(a_lo[None, :] + offsets, a_hi[None, :])
         expected = (acc[:, :, None] >= thresholds[None, :, :]).sum(axis=2)
         got = ranks(acc, negate)
         if np.any(got != expected):
@@ -240,7 +243,8 @@ def lower(model, *, name="binarynet", input_type=None, metadata=None):
             layers = _lower_binarized_mlp(model, input_type)
     finally:
         model.train(was_training)
-    meta = {"method": "binarynet" if isinstance(model, BinarizedMLP) else "quantized", "hidden": list(model.hidden), "input_max": model.input_max,
+    meta = {"method": "binarynet" if isinstance(model, BinarizedMLP) else "quantized",
+            "hidden": list(model.hidden), "input_max": model.input_max,
             "classes": model.classes}
     meta.update(metadata or {})
     try:

@@ -31,7 +31,8 @@ from ..errors import HwnetError
 from .binarynet import BinarizedMLP
 from .qmlp import QuantMLP
 
-__all__ = ["fit", "reconstruction_error", "QMLP_FORMAT", "train_binarynet", "evaluate", "predict", "save_checkpoint", "load_checkpoint", "DEFAULTS",
+__all__ = ["fit", "reconstruction_error", "QMLP_FORMAT", "train_binarynet", "evaluate", "predict",
+           "save_checkpoint", "load_checkpoint", "DEFAULTS",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_FORMAT = "hwnet-binarynet"
