@@ -25,7 +25,7 @@ import numpy as np
 
 from .datatypes import DataType
 from .errors import HwnetError
-from .ir import Dense, MultiThreshold
+from .ir import Conv2d, Dense, MaxPool2d, MultiThreshold
 
 __all__ = ["choose_folding", "set_hardware_choices", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "Arithmetic", "pe_kind",
            "PE_KINDS", "pack_lanes", "unpack_lanes", "DEFAULT_TARGET_CYCLES",
@@ -507,6 +507,10 @@ def plan(network, *, threshold_search=None):
     """
     if threshold_search not in (None, "parallel", "binary"):
         raise HwnetError(f"threshold search must be 'parallel' or 'binary', not {threshold_search!r}")
+    for layer in network.layers:  # refused up front: no other stage's error may hide this one
+        if isinstance(layer, (Conv2d, MaxPool2d)):
+            raise HwnetError(f"layer {layer.name!r}: {layer.op} has no hardware yet; the golden model "
+                             f"(hwnet.golden.execute) runs it, the compiler takes threshold and dense layers only")
     stages = []
     layers = network.layers
     for i, layer in enumerate(layers):

@@ -5,6 +5,11 @@ Bipolar x bipolar layers run bit-packed: the inputs and weights are packed 64 la
 ``p = popcount(xnor(w, x))`` and ``acc = 2p - N`` (:func:`xnor_popcount`); layers with a products table sum
 looked-up products (:func:`lookup_accumulate`); every other weight type (ternary, power-of-two, k-bit integer)
 runs as an exact int64 matrix product.
+
+Convolutions reuse all of that: :func:`conv2d_patches` gathers every output pixel's flattened ``(ky, kx, ic)``
+patch of the padded NHWC input (im2col) and :func:`conv2d_accumulate` runs them through :func:`dense_accumulate`
+with the layer's :class:`~hwnet.ir.Dense` view (``layer.matmul``); bipolar images stay bit-packed end to end.
+:func:`maxpool2d` takes the windowed maximum per channel.
 """
 
 import os
@@ -14,13 +19,14 @@ import numpy as np
 
 from .datatypes import BIPOLAR
 from .errors import HwnetError
-from .ir import Dense, MultiThreshold
+from .ir import Conv2d, Dense, MaxPool2d, MultiThreshold
 
-__all__ = ["execute", "multithreshold", "dense_accumulate", "pack_bipolar", "xnor_popcount", "lookup_accumulate",
-           "classify"]
+__all__ = ["execute", "multithreshold", "dense_accumulate", "conv2d_patches", "conv2d_accumulate", "maxpool2d",
+           "pack_bipolar", "xnor_popcount", "lookup_accumulate", "classify"]
 
 _THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _ROWS_PER_THREAD = 256
+_PATCH_ELEMENTS = 1 << 22  # im2col block size of conv2d_accumulate (32 MiB of int64)
 
 def multithreshold(values, thresholds, out_type):
     """``y = sum_l [values >= T[:, l]]`` mapped to the ``y``-th value of ``out_type``.
@@ -103,6 +109,69 @@ def dense_accumulate(layer, x, *, bits=None):
     return np.asarray(x, dtype=np.int64) @ layer.weights.T
 
 
+def _windows(image, kernel, stride, out_hw):
+    """Per kernel offset ``(ky, kx)`` in row-major order, the strided view of ``image`` (batch, H, W, C) that the
+    offset contributes to every output pixel: (batch, OH, OW, C)."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    return [image[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw, :]
+            for ky in range(kh) for kx in range(kw)]
+
+
+def _patches(layer, a, fill):
+    """im2col of ``a`` (batch, H*W*C), padded with ``fill``: (batch*OH*OW, KH*KW*C), patches in ``(ky, kx, ic)``
+    order (``ic`` fastest), rows in ``(b, oy, ox)`` order."""
+    a = np.asarray(a)
+    image = a.reshape((a.shape[0],) + layer.in_shape)
+    top, bottom, left, right = layer.padding
+    if top or bottom or left or right:
+        image = np.pad(image, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+    oh, ow, _ = layer.out_shape
+    views = _windows(image, (layer.kernel_h, layer.kernel_w), layer.stride, (oh, ow))
+    return np.stack(views, axis=3).reshape(a.shape[0] * oh * ow, layer.patch_size)
+
+
+def conv2d_patches(layer, x):
+    """im2col: input values (batch, H*W*C) of a :class:`~hwnet.ir.Conv2d` -> (batch*OH*OW, KH*KW*C), every
+    output pixel's patch of the input padded with ``layer.pad_value``, flattened ``(ky, kx, ic)``."""
+    return _patches(layer, x, layer.pad_value)
+
+
+def conv2d_accumulate(layer, x, *, bits=None):
+    """``acc[b, (oy, ox, oc)] = sum over ky, kx, ic of W[oc, ky, kx, ic] * Xpad[b, oy*sh + ky, ox*sw + kx, ic]``
+    (or the products table's entries), exact, int64, shape (batch, OH*OW*OC) flattened NHWC.
+
+    For a bipolar input, ``bits`` (``x > 0`` as booleans) may be given instead of ``x``. The patches are built
+    a block of images at a time (at most about :data:`_PATCH_ELEMENTS` patch elements), so the im2col copy stays
+    small whatever the batch.
+    """
+    a = np.asarray(bits if bits is not None else x)
+    oh, ow, _ = layer.out_shape
+    step = max(1, _PATCH_ELEMENTS // (oh * ow * layer.patch_size))
+    parts = []
+    for start in range(0, len(a), step):
+        block = a[start:start + step]
+        if bits is not None:
+            acc = dense_accumulate(layer.matmul, None, bits=_patches(layer, block, layer.pad_value > 0))
+        else:
+            acc = dense_accumulate(layer.matmul, _patches(layer, block, layer.pad_value))
+        parts.append(acc.reshape(len(block), layer.out_size))
+    if not parts:
+        return np.zeros((0, layer.out_size), dtype=np.int64)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def maxpool2d(layer, x):
+    """``y[b, (oy, ox, c)] = max over ky, kx of x[b, oy*sh + ky, ox*sw + kx, c]`` for a
+    :class:`~hwnet.ir.MaxPool2d`: (batch, H*W*C) -> (batch, OH*OW*C). Booleans (bipolar bits) give their OR."""
+    a = np.asarray(x)
+    oh, ow, _ = layer.out_shape
+    views = _windows(a.reshape((a.shape[0],) + layer.in_shape), layer.kernel, layer.stride, (oh, ow))
+    out = views[0].copy()
+    for view in views[1:]:
+        np.maximum(out, view, out=out)
+    return out.reshape(a.shape[0], layer.out_size)
+
+
 def _run_layers(network, x, trace):
     """Every layer's output (None for the intermediate ones unless ``trace``). Between bipolar layers the
     comparison bits go straight into the packing; the ±1 values are only built where they are returned."""
@@ -110,20 +179,35 @@ def _run_layers(network, x, trace):
     bits = None
     count = len(network.layers)
     for index, layer in enumerate(network.layers):
+        needed = trace or index == count - 1
+        if isinstance(layer, MaxPool2d):
+            if bits is not None:
+                bits = maxpool2d(layer, bits)
+                x = _two_valued(bits, BIPOLAR) if needed else None
+            else:
+                x = maxpool2d(layer, x)
+            outputs.append(x)
+            continue
         if isinstance(layer, MultiThreshold):
-            pre = x
+            pre = x if x is not None else _two_valued(bits, BIPOLAR)
         elif isinstance(layer, Dense):
             pre = dense_accumulate(layer, x, bits=bits)
+        elif isinstance(layer, Conv2d):
+            pre = conv2d_accumulate(layer, x, bits=bits)
         else:  # pragma: no cover - Network validates ops
             raise HwnetError(f"golden model has no executor for {layer!r}")
-        needed = trace or index == count - 1
         if layer.thresholds is None:
             x, bits = pre, None
-        elif layer.out_type == BIPOLAR:
-            bits = _passes(pre, layer.thresholds)
+            outputs.append(x)
+            continue
+        rows = len(pre)
+        if isinstance(layer, Conv2d):  # thresholds per output channel, the same at every pixel
+            pre = pre.reshape(-1, layer.out_channels)
+        if layer.out_type == BIPOLAR:
+            bits = _passes(pre, layer.thresholds).reshape(rows, layer.out_size)
             x = _two_valued(bits, BIPOLAR) if needed else None
         else:
-            x, bits = multithreshold(pre, layer.thresholds, layer.out_type), None
+            x, bits = multithreshold(pre, layer.thresholds, layer.out_type).reshape(rows, layer.out_size), None
         outputs.append(x)
     return outputs
 

@@ -13,10 +13,16 @@ exact integer arithmetic over the element types of :mod:`hwnet.datatypes`:
     values in ascending order. With thresholds, ``y[o] = sum_l [acc[o] >= T[o, l]]`` and the output value is
     the ``y``-th smallest value of ``out_type``; without, the output is the raw accumulator (``out_type`` is
     then the accumulator type).
+:class:`Conv2d` (op ``"conv2d"``)
+    2-D convolution with multi-thresholds, the convolutional twin of ``dense``: over an NHWC image flattened
+    row-major (channels fastest), every output pixel is a ``dense`` row product of one flattened
+    ``(ky, kx, ic)`` patch of the padded input, thresholded per output channel.
+:class:`MaxPool2d` (op ``"maxpool2d"``)
+    2-D max-pooling per channel over an NHWC image, no padding; the output type is the input type.
 
 Thresholds are ascending per channel, compared with ``>=``. The number of thresholds is the number of values
 of ``out_type`` minus one (1 for bipolar). Widths are derived from the actual weights and types, never stored
-as free parameters. Folding (``pe``, ``simd``) lives with each dense layer and must divide its size.
+as free parameters. Folding (``pe``, ``simd``) lives with each dense and conv layer and must divide its size.
 
 The file format (``.npz``, see docs/ir.md) is written by :func:`save` and read by :func:`load`; it holds one
 JSON header and the arrays, so a user can write a network by hand with ``numpy.savez``.
@@ -32,7 +38,8 @@ import numpy as np
 from .datatypes import parse_type, type_for_range
 from .errors import HwnetError
 
-__all__ = ["Network", "Dense", "MultiThreshold", "save", "load", "FORMAT", "VERSION", "HEADER_KEY"]
+__all__ = ["Network", "Dense", "MultiThreshold", "Conv2d", "MaxPool2d", "save", "load", "FORMAT", "VERSION",
+           "HEADER_KEY"]
 
 FORMAT = "hwnet-ir"
 VERSION = 1
@@ -281,13 +288,17 @@ class Dense:
 
     @classmethod
     def from_header(cls, h, arrays):
-        thresholds = _get_array(arrays, h, "thresholds") if h.get("thresholds") is not None else None
-        products = _get_array(arrays, h, "products") if h.get("products") is not None else None
-        return cls(name=h["name"], weights=_get_array(arrays, h, "weights"),
-                   weight_type=h.get("weight_type", "bipolar"), thresholds=thresholds,
-                   out_type=h.get("out_type") if thresholds is not None else None,
-                   pe=h.get("pe"), simd=h.get("simd"), products=products,
+        return cls(name=h["name"], **_matmul_fields(h, arrays),
                    weight_storage=h.get("weight_storage", "rom"), bit_serial=h.get("bit_serial", False))
+
+
+def _matmul_fields(h, arrays):
+    """The header fields a dense and a conv layer share, as constructor arguments."""
+    thresholds = _get_array(arrays, h, "thresholds") if h.get("thresholds") is not None else None
+    products = _get_array(arrays, h, "products") if h.get("products") is not None else None
+    return dict(weights=_get_array(arrays, h, "weights"), weight_type=h.get("weight_type", "bipolar"),
+                thresholds=thresholds, out_type=h.get("out_type") if thresholds is not None else None,
+                pe=h.get("pe"), simd=h.get("simd"), products=products)
 
 
 def _folding(value, what, size, size_name, where):
@@ -313,7 +324,264 @@ def _narrow_dtype(a):
     return np.int64
 
 
-_LAYER_OPS = {cls.op: cls for cls in (MultiThreshold, Dense)}
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _int_tuple(value, what, form, count, minimum, scalar=True):
+    """``value`` (an int, repeated ``count`` times when ``scalar``, or ``count`` ints) -> tuple of ints, each
+    ``>= minimum``; anything else is one :class:`HwnetError` saying ``what`` must be ``form``."""
+    items = (value,) * count if scalar and _is_int(value) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = None
+    if items is None or len(items) != count or not all(_is_int(v) for v in items):
+        raise HwnetError(f"{what} must be {form}, got {value!r}")
+    if any(v < minimum for v in items):
+        raise HwnetError(f"{what} must be {form}, got {value!r} (every entry {'>= 1' if minimum else '>= 0'})")
+    return tuple(int(v) for v in items)
+
+
+def _in_shape(value, what):
+    return _int_tuple(value, f"{what}: in_shape", "(H, W, C), three positive integers", 3, 1, scalar=False)
+
+
+class Conv2d:
+    """2-D convolution with multi-thresholds over an NHWC image (op ``"conv2d"``): the conv twin of :class:`Dense`.
+
+    The input vector (size ``H * W * C``) is the ``(H, W, C)`` image flattened row-major, channels fastest; the
+    output is the ``(OH, OW, OC)`` image flattened the same way. The image is padded with ``pad_value``
+    (``top``/``bottom`` rows, ``left``/``right`` columns), then
+
+        acc[oy, ox, oc] = sum over ky, kx, ic of W[oc, ky, kx, ic] * Xpad[oy * sh + ky, ox * sw + kx, ic]
+
+    with ``OH = (H + top + bottom - KH) // sh + 1`` and ``OW = (W + left + right - KW) // sw + 1``. That is a
+    :class:`Dense` product (held as :attr:`matmul`) of every flattened patch with the weights reshaped to
+    ``(OC, KH * KW * C)``: the kernel element order (FINN's) flattens a patch as ``(ky, kx, ic)`` row-major,
+    ``ic`` fastest, so ``matmul.weights[oc, (ky * KW + kx) * C + ic] = W[oc, ky, kx, ic]``. Products tables,
+    thresholds (per output channel, the same at every pixel), the accumulator type and raw outputs are exactly
+    :class:`Dense`'s, and so are ``pe`` (output channels in parallel) and ``simd`` (patch elements per PE per
+    cycle).
+
+    Parameters
+    ----------
+    weights : array of int, shape (out_channels, kernel_h, kernel_w, in_channels)
+        Legal values of ``weight_type``.
+    weight_type : DataType or str
+    in_shape : (H, W, C)
+        Shape of the input image; ``C`` must equal ``in_channels``.
+    stride : int or (sh, sw)
+    padding : int or (top, bottom, left, right)
+    pad_value : int or None
+        The value the padding holds; it must be a legal value of the input type (checked when the layer joins a
+        network). None: 0 where 0 is legal (uint<k>, int<k>, ternary), else the input type's minimum (-1 for
+        bipolar). A padded value is a legal input, so it never widens the accumulator.
+    thresholds : array of int, shape (out_channels, L), or None
+        None makes this a raw-accumulator layer.
+    out_type : DataType or str, or None
+        Required with thresholds; must be None (derived: the accumulator type) without.
+    products : array of int, shape (weight values, input values), or None
+        Lookup-table products indexed by value ranks, as in :class:`Dense`.
+    pe, simd : int or None
+        Folding: ``pe`` must divide ``out_channels`` and ``simd`` must divide ``kernel_h * kernel_w *
+        in_channels``. None leaves the choice to the compiler.
+    name : str
+
+    Once the layer is in a network, ``pad_value`` is the value in use (the default resolved) and ``in_type`` the
+    input type; :attr:`matmul` is the :class:`Dense` view bound to ``patch_size`` inputs of that type.
+    """
+
+    op = "conv2d"
+
+    def __init__(self, *, weights, weight_type="bipolar", in_shape, stride=1, padding=0, pad_value=None,
+                 thresholds=None, out_type=None, products=None, pe=None, simd=None, name="conv2d"):
+        self.name = str(name)
+        what = f"layer {self.name!r}"
+        self.weights = _int_array(weights, f"{what} weights (out_channels, kernel_h, kernel_w, in_channels)", 4)
+        if 0 in self.weights.shape:
+            raise HwnetError(f"{what}: zero-width layer (weights have shape {self.weights.shape}); a conv layer "
+                             f"needs at least one output channel, kernel row, kernel column and input channel")
+        self.in_shape = _in_shape(in_shape, what)
+        if self.in_shape[2] != self.in_channels:
+            raise HwnetError(f"{what}: the input has {self.in_shape[2]} channels (in_shape {self.in_shape}) but "
+                             f"the weights {self.weights.shape} take {self.in_channels} (the last weight axis)")
+        self.stride = _int_tuple(stride, f"{what}: stride", "a positive integer or (sh, sw)", 2, 1)
+        self.padding = _int_tuple(padding, f"{what}: padding",
+                                  "a non-negative integer or (top, bottom, left, right)", 4, 0)
+        oh, ow, _ = self.out_shape
+        if oh < 1 or ow < 1:
+            raise HwnetError(f"{what}: a {self.kernel_h}x{self.kernel_w} kernel with stride {self.stride} does "
+                             f"not fit the {self.in_shape[0]}x{self.in_shape[1]} input padded by (top, bottom, "
+                             f"left, right) = {self.padding} (output {oh}x{ow}); use a smaller kernel or more "
+                             f"padding")
+        if pad_value is not None and not _is_int(pad_value):
+            raise HwnetError(f"{what}: pad_value must be an integer (a legal input value) or None, "
+                             f"got {pad_value!r}")
+        self._pad_value = None if pad_value is None else int(pad_value)
+        self.pad_value = self._pad_value
+        _folding(pe, "pe", self.out_channels, "out_channels", what)
+        _folding(simd, "simd", self.patch_size, "kernel_h*kernel_w*in_channels", what)
+        #: The arithmetic: a Dense layer over flattened patches (weights reshaped to (OC, KH * KW * C)).
+        self.matmul = Dense(weights=self.weights.reshape(self.out_channels, self.patch_size),
+                            weight_type=weight_type, thresholds=thresholds, out_type=out_type, pe=pe, simd=simd,
+                            products=products, name=self.name)
+        self.in_type = None
+
+    # -- shapes ---------------------------------------------------------------------------------------------
+    @property
+    def out_channels(self):
+        return self.weights.shape[0]
+
+    @property
+    def kernel_h(self):
+        return self.weights.shape[1]
+
+    @property
+    def kernel_w(self):
+        return self.weights.shape[2]
+
+    @property
+    def in_channels(self):
+        return self.weights.shape[3]
+
+    @property
+    def patch_size(self):
+        """Elements of one flattened patch: ``kernel_h * kernel_w * in_channels``."""
+        return self.kernel_h * self.kernel_w * self.in_channels
+
+    @property
+    def out_shape(self):
+        """``(OH, OW, OC)`` of the output image."""
+        (h, w, _), (sh, sw), (top, bottom, left, right) = self.in_shape, self.stride, self.padding
+        return ((h + top + bottom - self.kernel_h) // sh + 1, (w + left + right - self.kernel_w) // sw + 1,
+                self.out_channels)
+
+    @property
+    def in_size(self):
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_size(self):
+        return int(np.prod(self.out_shape))
+
+    # -- the arithmetic, all Dense's ---------------------------------------------------------------------------
+    weight_type = property(lambda self: self.matmul.weight_type)
+    thresholds = property(lambda self: self.matmul.thresholds)
+    out_type = property(lambda self: self.matmul.out_type,
+                        doc="Output element type: the thresholded type, or the accumulator type when raw.")
+    products = property(lambda self: self.matmul.products)
+    pe = property(lambda self: self.matmul.pe)
+    simd = property(lambda self: self.matmul.simd)
+
+    def row_acc_ranges(self, in_type=None):
+        """Per output channel, the lowest and highest accumulator value (see :meth:`Dense.row_acc_ranges`)."""
+        return self.matmul.row_acc_ranges(in_type)
+
+    def acc_range(self):
+        return self.matmul.acc_range()
+
+    @property
+    def acc_type(self):
+        return self.matmul.acc_type
+
+    def bind(self, in_type, size):
+        what = f"layer {self.name!r}"
+        h, w, c = self.in_shape
+        if size != self.in_size:
+            raise HwnetError(f"{what}: takes a {h}x{w}x{c} image ({self.in_size} values, flattened NHWC) but the "
+                             f"layer before it gives {size}")
+        pad = self._pad_value
+        if pad is None:
+            pad = 0 if in_type.is_legal(0) else in_type.min
+        try:
+            in_type.check(np.array([pad]), f"{what}: pad_value")
+        except HwnetError as exc:
+            raise HwnetError(f"{exc}; pad with a legal input value, or leave pad_value out for the default (0 "
+                             f"where legal, else the type's minimum)") from None
+        self.matmul.bind(in_type, self.patch_size)
+        self.in_type, self.pad_value = in_type, pad
+
+    def header(self, arrays):
+        h = self.matmul.header(arrays)  # weight type, thresholds, out_type, products, acc_type, pe, simd
+        arrays[f"{self.name}.weights"] = self.weights.astype(_narrow_dtype(self.weights))
+        h.update(op=self.op, in_shape=list(self.in_shape), stride=list(self.stride), padding=list(self.padding),
+                 pad_value=self.pad_value)
+        return h
+
+    @classmethod
+    def from_header(cls, h, arrays):
+        return cls(name=h["name"], in_shape=h["in_shape"], stride=h.get("stride", 1),
+                   padding=h.get("padding", 0), pad_value=h.get("pad_value"), **_matmul_fields(h, arrays))
+
+
+class MaxPool2d:
+    """2-D max-pooling over an NHWC image (op ``"maxpool2d"``), per channel, no padding.
+
+    ``y[oy, ox, c] = max over ky, kx of x[oy * sh + ky, ox * sw + kx, c]`` with ``OH = (H - KH) // sh + 1`` and
+    ``OW = (W - KW) // sw + 1``; input and output are flattened row-major, channels fastest. The output type is
+    the input type: bipolar (the max is the OR of +1), ternary, uint<k> or int<k>; pot<k> is refused.
+
+    Parameters
+    ----------
+    in_shape : (H, W, C)
+    kernel : int or (kh, kw)
+        The window; it must fit the input.
+    stride : int or (sh, sw), or None
+        None: the kernel (non-overlapping windows).
+    name : str
+    """
+
+    op = "maxpool2d"
+
+    def __init__(self, *, in_shape, kernel, stride=None, name="maxpool2d"):
+        self.name = str(name)
+        what = f"layer {self.name!r}"
+        self.in_shape = _in_shape(in_shape, what)
+        self.kernel = _int_tuple(kernel, f"{what}: kernel", "a positive integer or (kh, kw)", 2, 1)
+        self.stride = self.kernel if stride is None else _int_tuple(
+            stride, f"{what}: stride", "a positive integer or (sh, sw)", 2, 1)
+        h, w, _ = self.in_shape
+        if self.kernel[0] > h or self.kernel[1] > w:
+            raise HwnetError(f"{what}: the {self.kernel[0]}x{self.kernel[1]} window does not fit the {h}x{w} "
+                             f"input (max-pooling has no padding); use a smaller kernel")
+        self.in_type = self.out_type = None
+
+    @property
+    def out_shape(self):
+        """``(OH, OW, C)`` of the output image."""
+        (h, w, c), (kh, kw), (sh, sw) = self.in_shape, self.kernel, self.stride
+        return (h - kh) // sh + 1, (w - kw) // sw + 1, c
+
+    @property
+    def in_size(self):
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_size(self):
+        return int(np.prod(self.out_shape))
+
+    def bind(self, in_type, size):
+        what = f"layer {self.name!r}"
+        h, w, c = self.in_shape
+        if size != self.in_size:
+            raise HwnetError(f"{what}: takes a {h}x{w}x{c} image ({self.in_size} values, flattened NHWC) but the "
+                             f"layer before it gives {size}")
+        if in_type.kind not in ("bipolar", "ternary", "uint", "int"):
+            raise HwnetError(f"{what}: max-pooling takes bipolar, ternary, uint<k> or int<k> inputs, not "
+                             f"{in_type}")
+        self.in_type = self.out_type = in_type
+
+    def header(self, arrays):
+        return {"op": self.op, "name": self.name, "in_shape": list(self.in_shape), "kernel": list(self.kernel),
+                "stride": list(self.stride)}
+
+    @classmethod
+    def from_header(cls, h, arrays):
+        return cls(name=h["name"], in_shape=h["in_shape"], kernel=h["kernel"], stride=h.get("stride"))
+
+
+_LAYER_OPS = {cls.op: cls for cls in (MultiThreshold, Dense, Conv2d, MaxPool2d)}
 
 
 class Network:
@@ -383,9 +651,24 @@ class Network:
                                  " bit-serial" if layer.bit_serial else ""])
                 lines.append(f"  {layer.name}: dense {layer.in_features}->{layer.out_features} "
                              f"w={layer.weight_type} acc={layer.acc_type} out={layer.out_type} {fold}{extra}")
+            elif isinstance(layer, Conv2d):
+                fold = f"pe={layer.pe} simd={layer.simd}" if layer.pe else "folding unset"
+                extra = " products-table" if layer.products is not None else ""
+                lines.append(f"  {layer.name}: conv2d {_shape_text(layer.in_shape)}->{_shape_text(layer.out_shape)} "
+                             f"k={layer.kernel_h}x{layer.kernel_w} s={_shape_text(layer.stride)} "
+                             f"pad={','.join(map(str, layer.padding))} (value {layer.pad_value}) "
+                             f"w={layer.weight_type} acc={layer.acc_type} out={layer.out_type} {fold}{extra}")
+            elif isinstance(layer, MaxPool2d):
+                lines.append(f"  {layer.name}: maxpool2d {_shape_text(layer.in_shape)}->"
+                             f"{_shape_text(layer.out_shape)} k={_shape_text(layer.kernel)} "
+                             f"s={_shape_text(layer.stride)} x {layer.in_type}")
             else:
                 lines.append(f"  {layer.name}: threshold {layer.size} x {layer.in_type}->{layer.out_type}")
         return lines
+
+
+def _shape_text(shape):
+    return "x".join(str(v) for v in shape)
 
 
 def _get_array(arrays, header, field):
@@ -420,7 +703,7 @@ def from_header(header, arrays):
         raise HwnetError(f"malformed hwnet IR header: missing or wrong field {exc}") from None
     for h, layer in zip(layer_headers, net.layers):
         stated = h.get("acc_type")
-        if isinstance(layer, Dense) and stated is not None and parse_type(stated) != layer.acc_type:
+        if isinstance(layer, (Dense, Conv2d)) and stated is not None and parse_type(stated) != layer.acc_type:
             raise HwnetError(f"layer {layer.name!r}: acc_type {stated} does not match the worst case of its "
                              f"weights and input type ({layer.acc_type}); remove the field or fix it")
     return net
