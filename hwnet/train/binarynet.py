@@ -103,17 +103,19 @@ class BinaryBatchNorm(nn.BatchNorm1d):
         return 1 / root if self.weight is None else self.weight / root
 
     def forward(self, x):
-        if self.training:
-            return super().forward(x)
+        if self.training:  # (float64 accumulators arrive here when batch norm is re-estimated in eval mode)
+            return super().forward(x.to(self.running_mean.dtype))
         out = (x - self.running_mean) * self.channel_scale()
         return out if self.bias is None else out + self.bias
 
 
 def _to_int64(tensor, what):
-    """Float tensor holding integers -> int64 numpy array; raise if any entry is not an exact integer."""
+    """Float tensor holding integers -> int64 numpy array; raise if any entry is not an exact integer (or is
+    beyond the integers its dtype represents exactly: 2**24 for float32, 2**53 for float64)."""
+    limit = (1 << 53) if tensor.dtype == torch.float64 else _FLOAT32_EXACT
     a = tensor.detach().to(torch.float64).cpu().numpy()
     r = np.rint(a)
-    if not np.all(np.isfinite(a)) or np.any(a != r) or (a.size and np.abs(a).max() > _FLOAT32_EXACT):
+    if not np.all(np.isfinite(a)) or np.any(a != r) or (a.size and np.abs(a).max() > limit):
         raise HwnetError(f"{what}: values are not exact integers; the model is not a binarized network "
                          f"in eval mode")
     return r.astype(np.int64)

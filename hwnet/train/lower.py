@@ -104,7 +104,7 @@ def fold_hidden_layer(model, index):
 def fold_thresholds(fn, lo, hi, out_type, what, *, can_negate=True, rng=0):
     """Thresholds turning a monotone per-channel function of the accumulator into a multi-threshold, exactly.
 
-    ``fn`` maps an accumulator tensor (batch, C) of float32 integers to codes of ``out_type`` (batch, C),
+    ``fn`` maps an accumulator tensor (batch, C) of float64 integers to codes of ``out_type`` (batch, C),
     element-wise per channel; ``lo``, ``hi`` (int64, (C,)) bound the reachable accumulator values per channel.
     A channel whose codes fall as the accumulator rises is *negated*: its thresholds are on ``acc' = -acc`` and
     the caller negates its weight row (``can_negate=False`` makes that an error).
@@ -119,14 +119,14 @@ def fold_thresholds(fn, lo, hi, out_type, what, *, can_negate=True, rng=0):
     lo = np.asarray(lo, dtype=np.int64)
     hi = np.asarray(hi, dtype=np.int64)
     channels, levels = len(lo), out_type.num_values - 1
-    if max(np.abs(lo).max(), np.abs(hi).max()) >= 1 << 24:
+    if max(np.abs(lo).max(), np.abs(hi).max()) >= 1 << 53:
         raise HwnetError(f"{what}: accumulators reach {max(np.abs(lo).max(), np.abs(hi).max())}, beyond "
-                         f"float32's exact integers (2**24); the torch model cannot be evaluated exactly")
+                         f"float64's exact integers (2**53); the torch model cannot be evaluated exactly")
 
     def ranks(acc, negate):  # acc: int64 (k, C) on the (possibly negated) axis
         real = np.where(negate, -acc, acc)
         with torch.no_grad():
-            codes = fn(torch.from_numpy(real.astype(np.float32)))
+            codes = fn(torch.from_numpy(real.astype(np.float64)))
         codes = _as_int(codes)
         if not out_type.is_legal(codes):
             raise HwnetError(f"{what}: the activation gives values outside {out_type}")

@@ -11,8 +11,8 @@ float32 tensors. A code ``c`` stands for the real activation ``step * c``; each 
   eval mode it gives the exact inference codes.
 - An **activation quantizer** (:class:`ActQuantizer`) maps a hidden layer's real pre-activation to output codes.
 - In eval mode every hidden layer computes the integer accumulator ``acc = codes_in @ codes_w.T`` exactly
-  (float32 sums of small integers, or looked-up integer products), and then ``post(acc)``: an element-wise,
-  per-channel function made of correctly rounded float32 operations and comparisons only (scale, batch norm,
+  (float64 sums of integers, or looked-up integer products), and then ``post(acc)``: an element-wise,
+  per-channel function made of correctly rounded float operations and comparisons only (scale, batch norm,
   quantizer). That function is what :mod:`hwnet.train.lower` evaluates to find the thresholds, so the integer
   model and this torch model agree on every input by construction; every op in it is monotone, and so is
   ``post``, which is what makes it a multi-threshold.
@@ -857,11 +857,12 @@ class QuantLinear(nn.Module):
         return self.quantizer.products(self.weight, self.in_type, self.in_step)
 
     def accumulate(self, x):
-        """Eval-mode integer accumulators (float32 tensor of exact integers)."""
+        """Eval-mode integer accumulators: a float64 tensor of exact integers (float64 holds every integer below
+        2**53, so wide layers, e.g. 8-bit pixels into 8-bit weights, stay exact)."""
         codes = self.quantizer.quantize(self.weight)[0].detach()
         table, _ = self.lookup()
         if table is None:
-            return x @ codes.T
+            return x.to(torch.float64) @ codes.to(torch.float64).T
         ranks = torch.from_numpy(self.in_type.ranks(torch.round(x).to(torch.int64).cpu().numpy()))
         w_ranks = torch.from_numpy(self.quantizer.weight_type.ranks(codes.to(torch.int64).cpu().numpy()))
         # One masked matrix product per input value. Every partial sum is an integer below
@@ -872,7 +873,7 @@ class QuantLinear(nn.Module):
         acc = torch.zeros(x.shape[0], self.out_features, dtype=dtype)
         for j in range(table.shape[1]):
             acc += (ranks == j).to(dtype) @ table[w_ranks, j].T
-        return acc.to(torch.float32)
+        return acc.to(torch.float64)
 
     def acc_factor(self):
         """The per-row float32 factor ``f`` with ``z = acc * f`` (+ bias) in eval mode."""
