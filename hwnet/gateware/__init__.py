@@ -12,6 +12,8 @@ elements (lane ``j`` at bits ``[j * bits, (j + 1) * bits)``) and ``last`` on the
 - :class:`ThresholdSearch`: its multi-threshold stage (parallel comparators or pipelined binary search).
 - :class:`ThresholdUnit`: elementwise multi-threshold (input binarization).
 - :class:`WidthConverter`: re-chunks a stream to another number of lanes per beat.
+- :class:`SlidingWindow`: line-buffered sliding-window (im2col) unit feeding a convolution (FINN's
+  ConvolutionInputGenerator).
 - :class:`NetworkTop` and :func:`generate_verilog`: a whole network and its Verilog.
 
 :mod:`hwnet.gateware.testing` holds the simulation helpers (stream drivers and monitors with random stalls)
@@ -26,8 +28,9 @@ from .pe import (AddSubtract, AddSubtractSkip, BitPlane, BitSerial, LookupProduc
 from .popcount import PopCount
 from .threshold import ThresholdSearch, ThresholdUnit
 from .width import WidthConverter
+from .window import SlidingWindow
 
 __all__ = ["beat_layout", "beat_signature", "PopCount", "ProcessingElement", "XnorPopcount", "AddSubtract",
            "AddSubtractSkip", "ShiftAdd", "LookupProduct", "BitPlane", "BitSerial", "processing_element",
-           "MatrixVectorThresholdUnit", "ThresholdSearch", "ThresholdUnit", "WidthConverter", "NetworkTop",
-           "generate_verilog"]
+           "MatrixVectorThresholdUnit", "ThresholdSearch", "ThresholdUnit", "WidthConverter", "SlidingWindow",
+           "NetworkTop", "generate_verilog"]

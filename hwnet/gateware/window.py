@@ -1,0 +1,347 @@
+"""The sliding-window unit (FINN's ConvolutionInputGenerator): turns a stream of NHWC images into the stream of
+their im2col patches, the input of a matrix-vector unit running a convolution.
+
+An ``H x W x C`` image arrives as ``H * W * cf`` beats (``cf = C / simd`` beats per pixel, row-major, channels
+fastest). For every output pixel ``(oy, ox)`` in row-major order the unit sends its patch of the padded image,
+flattened ``(ky, kx, ic)`` with ``ic`` fastest, as ``KH * KW * cf`` beats with ``last`` on the final one: exactly
+the rows and element order of :func:`hwnet.golden.conv2d_patches`. Positions in the padding carry ``pad_code``.
+
+Line buffer. The input rows go, in arrival order and across image boundaries, into a ring of ``rows`` row slots
+(default ``KH + sh``) in one :class:`~amaranth.lib.memory.Memory` of ``rows * W * cf`` words of ``simd * bits``
+bits: global input row ``g`` (counting over all images) lives in slot ``g mod rows``, pixel column ``x`` and
+channel fold ``c`` at address ``(g mod rows) * W * cf + x * cf + c``. The writer's address is a plain counter
+modulo the depth; the reader keeps the address of its current row, of its output row's first row and of the
+image's row 0 as counters advanced by constants modulo the depth, and adds the column offset ``x * cf + c``
+(also a counter): no multiplier.
+
+Synchronization. Relative to the image the reader is on, ``avail`` counts the input rows completely written
+(it goes past ``H`` when the writer runs into the next image, and below 0 when the reader has moved on to an
+image whose first rows are not in yet). Output row ``oy`` reads the input rows ``low .. need - 1`` with
+``low = clip(oy * sh - top, 0, H)`` and ``need = clip(oy * sh + KH - top, 1, H)``:
+
+- the reader issues a beat only while ``avail >= need`` (every row it reads is complete: it never reads a row
+  not yet written). ``need`` is at least 1, so even an output row lying wholly in the top padding waits for
+  its image's first row: no output of an image leaves before its input has begun, and ``avail > -H``;
+- the writer takes a beat only while ``avail < low + rows``: the slot of the row it writes last held row
+  ``avail - rows < low``, which no pending output needs (it never overwrites a row still to be read). Rows no
+  output uses (below the last output row, or skipped by a stride larger than the kernel) are written and
+  dropped the same way;
+- when the reader issues the last beat of an image, ``avail`` drops by ``H`` as ``low`` and ``need`` restart
+  at the next image's first output row.
+
+Any ``rows >= max(need - low)`` (at most ``min(KH, H)``) is free of deadlock: the reader always gets its rows,
+and the writer is only held back by rows the reader will read without waiting for more input.
+With ``rows = KH + sh`` the ``sh`` input rows that the next output row adds go into slots that are free for the
+whole of the current output row, so inside an image the input of the next rows overlaps the output of the
+current one entirely; fewer rows make the output wait for input inside an image, more only help across image
+boundaries (see :attr:`SlidingWindow.image_gap`) and input-bound layers.
+
+Throughput. The output side issues one beat per cycle whenever its rows are in and ``o`` is not stalled; the
+input side takes one beat per cycle whenever a slot is free, independently of ``o.ready``. With the default
+``rows``, no stalls and an input that never runs dry, a layer whose output rows take at least as many cycles as
+the ``sh`` input rows each makes room for (``sh * W <= OW * KH * KW``: any kernel of 2x2 or more at stride 1,
+3x3 at stride 2) runs at one output beat per cycle from the moment the first image's first output row has its
+rows, except between images: in steady state an image takes exactly ``max(out_beats + image_gap, in_beats)``
+cycles, where :attr:`SlidingWindow.image_gap` is the time to write the rows of the next image's first output row
+that did not fit into the ring while the current image's last output row was read (0 with "same" padding;
+``(KH - 1) * W * C / simd`` for an unpadded stride-1 layer unless ``rows >= 2 * KH``). Other layers (such as a
+1x1 kernel with stride 2) are input-bound: they take ``in_beats`` cycles per image or a little more where output
+rows that need no new input (whole rows of padding, or the next image's first row right after the last) follow
+one another while the ring is full (measured: at most about 1.6 input rows more per image on small images; one
+or two more ``rows`` win that back).
+
+Pipeline (registers advance together on ``advance = ~o.valid | o.ready``, so a stalled output freezes the
+reader, its memory read port included, and nothing is lost or repeated; the writer is independent)::
+
+    S0 issue   counters (image row 0, oy, ox, ky, kx, c) and the read address; the read is issued (not for a
+               position in the padding) if ``avail >= need``.
+    S1 read    the memory word, or ``pad_code`` in every lane for padding, registered on ``o``.
+
+An output beat is valid :attr:`SlidingWindow.latency` (3) cycles after the cycle in which the last input beat it
+depends on was accepted, when nothing else holds it back.
+"""
+
+from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..errors import HwnetError
+from ..ir import Conv2d, _int_tuple, _is_int
+from ._common import beat_signature, check_positive_int, validating
+
+__all__ = ["SlidingWindow"]
+
+
+def _clip(value, lo, hi):
+    return max(lo, min(value, hi))
+
+
+class SlidingWindow(wiring.Component):
+    """Sliding-window (im2col) unit with line buffers for a convolution's input.
+
+    Parameters
+    ----------
+    in_shape : (H, W, C)
+        Shape of each input image.
+    kernel : int or (KH, KW)
+    stride : int or (sh, sw)
+    padding : int or (top, bottom, left, right)
+        Rows and columns of ``pad_code`` around the image; any size, also larger than the kernel.
+    pad_code : int
+        Wire code of the padding value (``0 .. 2**bits - 1``).
+    simd : int
+        Elements per beat, in and out; must divide ``C``.
+    bits : int
+        Bits per element.
+    rows : int or None
+        Row slots of the line buffer; None: ``KH + sh`` (see the module documentation). At least the rows one
+        output row reads (:attr:`min_rows`).
+    src_loc_at : int
+        As for every Amaranth component: stack frames between the caller to blame and this constructor.
+
+    Members
+    -------
+    i : ``In(stream.Signature(beat_layout(simd, bits)))``
+        Images, one after another, ``H * W * C / simd`` beats each in NHWC order (row-major, channels fastest).
+        The incoming ``last`` is ignored: the unit knows the image size.
+    o : ``Out(stream.Signature(beat_layout(simd, bits)))``
+        Per image, the patch of every output pixel in row-major order, flattened ``(ky, kx, ic)``, ``KH * KW *
+        C / simd`` beats each, with ``last`` on the final beat of every patch: the rows of
+        :func:`hwnet.golden.conv2d_patches`, encoded.
+    """
+
+    def __init__(self, *, in_shape, kernel, stride=1, padding=0, pad_code=0, simd, bits, rows=None,
+                 src_loc_at=0):
+        with validating(self):
+            self._in_shape = _int_tuple(in_shape, "in_shape", "(H, W, C), three positive integers", 3, 1,
+                                        scalar=False)
+            self._kernel = _int_tuple(kernel, "kernel", "a positive integer or (KH, KW)", 2, 1)
+            self._stride = _int_tuple(stride, "stride", "a positive integer or (sh, sw)", 2, 1)
+            self._padding = _int_tuple(padding, "padding", "a non-negative integer or (top, bottom, left, right)",
+                                       4, 0)
+            self._bits = check_positive_int(bits, "bits")
+            self._simd = check_positive_int(simd, "simd")
+            (h, w, c), (kh, kw) = self._in_shape, self._kernel
+            if c % self._simd:
+                raise HwnetError(f"simd={self._simd} must divide the {c} input channels (C of in_shape "
+                                 f"{self._in_shape})")
+            if not _is_int(pad_code) or not 0 <= pad_code < (1 << self._bits):
+                raise HwnetError(f"pad_code must be a {self._bits}-bit wire code (0 .. {(1 << self._bits) - 1}), "
+                                 f"got {pad_code!r}")
+            self._pad_code = int(pad_code)
+            oh, ow, _ = self.out_shape
+            if oh < 1 or ow < 1:
+                raise HwnetError(f"a {kh}x{kw} kernel with stride {self._stride} does not fit the {h}x{w} input "
+                                 f"padded by (top, bottom, left, right) = {self._padding} (output {oh}x{ow}); use "
+                                 f"a smaller kernel or more padding")
+            if rows is None:
+                self._rows = kh + self._stride[0]
+            else:
+                self._rows = check_positive_int(rows, "rows")
+                if self._rows < self.min_rows:
+                    raise HwnetError(f"rows={self._rows} line buffer rows cannot hold the {self.min_rows} input "
+                                     f"rows one output row reads; use at least {self.min_rows}")
+        super().__init__({
+            "i": In(beat_signature(self._simd, self._bits)),
+            "o": Out(beat_signature(self._simd, self._bits)),
+        }, src_loc_at=src_loc_at)
+
+    @classmethod
+    def from_conv(cls, layer, simd, *, rows=None):
+        """The unit feeding the :class:`~hwnet.ir.Conv2d` ``layer`` (bound into a network, so that its input
+        type and pad value are known), ``simd`` elements per beat."""
+        if not isinstance(layer, Conv2d):
+            raise HwnetError(f"SlidingWindow.from_conv needs a hwnet.ir.Conv2d, not {type(layer).__name__}")
+        if layer.in_type is None:
+            raise HwnetError(f"layer {layer.name!r} has no input type yet; put it in a hwnet.ir.Network first")
+        pad_code = int(layer.in_type.encode([layer.pad_value])[0])
+        return cls(in_shape=layer.in_shape, kernel=(layer.kernel_h, layer.kernel_w), stride=layer.stride,
+                   padding=layer.padding, pad_code=pad_code, simd=simd, bits=layer.in_type.bits, rows=rows,
+                   src_loc_at=1)  # the caller made it
+
+    in_shape = property(lambda self: self._in_shape)
+    kernel = property(lambda self: self._kernel)
+    stride = property(lambda self: self._stride)
+    padding = property(lambda self: self._padding)
+    pad_code = property(lambda self: self._pad_code)
+    simd = property(lambda self: self._simd)
+    bits = property(lambda self: self._bits)
+    rows = property(lambda self: self._rows, doc="Row slots of the line buffer.")
+
+    @property
+    def out_shape(self):
+        """``(OH, OW, C)``: output pixels (patches) per image, and the channels."""
+        (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = (self._in_shape, self._kernel, self._stride,
+                                                                      self._padding)
+        return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1, c
+
+    @property
+    def in_beats(self):
+        """Input beats per image: ``H * W * C / simd``."""
+        h, w, c = self._in_shape
+        return h * w * c // self._simd
+
+    @property
+    def out_beats(self):
+        """Output beats per image: ``OH * OW * KH * KW * C / simd``."""
+        oh, ow, c = self.out_shape
+        return oh * ow * self._kernel[0] * self._kernel[1] * c // self._simd
+
+    @property
+    def depth(self):
+        """Words of the line buffer: ``rows * W * C / simd``."""
+        h, w, c = self._in_shape
+        return self._rows * w * c // self._simd
+
+    @property
+    def memory_bits(self):
+        """Bits of the line buffer: ``rows * W * C * bits``."""
+        return self.depth * self._simd * self._bits
+
+    def _row_span(self, oy):
+        """``(low, need)``: output row ``oy`` reads the input rows ``low .. need - 1``."""
+        h, top, kh, sh = self._in_shape[0], self._padding[0], self._kernel[0], self._stride[0]
+        return _clip(oy * sh - top, 0, h), _clip(oy * sh + kh - top, 1, h)
+
+    @property
+    def min_rows(self):
+        """The fewest line buffer rows free of deadlock: the most input rows one output row reads (at least 1)."""
+        spans = (self._row_span(oy) for oy in range(self.out_shape[0]))
+        return max(1, max(need - low for low, need in spans))
+
+    @property
+    def image_gap(self):
+        """Cycles the output waits between two images in steady state with no stalls, for an output-bound layer
+        (``sh * W <= OW * KH * KW``, ``rows >= KH + sh``): the input beats of the next image's first output
+        row that do not fit into the ring while the current image's last output row is read."""
+        h, w, c = self._in_shape
+        low_last, _ = self._row_span(self.out_shape[0] - 1)
+        _, need_first = self._row_span(0)
+        return max(0, h + need_first - (low_last + self._rows)) * w * c // self._simd
+
+    @property
+    def latency(self):
+        """Cycles from the cycle the last input beat an output beat needs is accepted to the cycle that output
+        beat is valid (when nothing else holds it back): 3."""
+        return 3
+
+    def elaborate(self, platform):
+        (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = (self._in_shape, self._kernel, self._stride,
+                                                                      self._padding)
+        oh, ow, _ = self.out_shape
+        simd, bits, rows = self._simd, self._bits, self._rows
+        cf = c // simd           # beats per pixel
+        wcf = w * cf             # words per row slot
+        depth = rows * wcf
+        m = Module()
+
+        def add_mod(value, step):
+            """``(value + step) mod depth`` for ``0 <= value < depth``, without a divider."""
+            step %= depth
+            if step == 0:
+                return value
+            return Mux(value >= depth - step, value - (depth - step), value + step)
+
+        def clip(value, lo):
+            return Mux(value < lo, lo, Mux(value > h, h, value))
+
+        m.submodules.lines = lines = Memory(shape=unsigned(simd * bits), depth=depth, init=[])
+        wport = lines.write_port()
+        rport = lines.read_port()
+
+        advance = Signal()
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+
+        # Reader counters (S0). iy0 = oy*sh - top and iy = iy0 + ky are input rows; col0 = (ox*sw - left)*cf and
+        # col = col0 + kx*cf word offsets in a row; img, rbase and raddr the addresses of the image's row 0, of
+        # row iy0 and of row iy (all modulo the depth: meaningless for rows outside the image, never read).
+        cnt_c = Signal(range(cf), name="c")
+        cnt_kx = Signal(range(kw), name="kx")
+        cnt_ky = Signal(range(kh), name="ky")
+        cnt_ox = Signal(range(ow), name="ox")
+        cnt_oy = Signal(range(oh), name="oy")
+        iy0 = Signal(range(-top, h + bottom - kh + 1), init=-top, name="iy0")
+        iy = Signal(range(-top, h + bottom), init=-top, name="iy")
+        col_range = range(-left * cf, (w + right - 1) * cf + 1)
+        col0 = Signal(col_range, init=-left * cf, name="col0")
+        col = Signal(col_range, init=-left * cf, name="col")
+        row_start = (-top * wcf) % depth
+        img = Signal(range(depth), name="img")
+        rbase = Signal(range(depth), init=row_start, name="rbase")
+        raddr = Signal(range(depth), init=row_start, name="raddr")
+
+        # Synchronization: input rows of the reader's image that are completely written.
+        avail = Signal(range(1 - h, h + rows + 1), name="avail")
+        low, need = clip(iy0, 0), clip(iy0 + kh, 1)
+
+        ok = Signal()
+        issue = Signal()
+        pad = Signal()
+        last_patch = Signal()
+        last_image = Signal()
+        m.d.comb += [
+            ok.eq(avail >= need),
+            issue.eq(advance & ok),
+            pad.eq((iy < 0) | (iy >= h) | (col < 0) | (col >= wcf)),
+            last_patch.eq((cnt_c == cf - 1) & (cnt_kx == kw - 1) & (cnt_ky == kh - 1)),
+            last_image.eq(last_patch & (cnt_ox == ow - 1) & (cnt_oy == oh - 1)),
+            rport.addr.eq(raddr + col + cnt_c),
+            rport.en.eq(issue & ~pad),
+        ]
+
+        with m.If(issue):
+            with m.If(cnt_c != cf - 1):
+                m.d.sync += cnt_c.eq(cnt_c + 1)
+            with m.Else():
+                m.d.sync += cnt_c.eq(0)
+                with m.If(cnt_kx != kw - 1):
+                    m.d.sync += [cnt_kx.eq(cnt_kx + 1), col.eq(col + cf)]
+                with m.Else():
+                    m.d.sync += cnt_kx.eq(0)
+                    with m.If(cnt_ky != kh - 1):
+                        m.d.sync += [cnt_ky.eq(cnt_ky + 1), iy.eq(iy + 1), raddr.eq(add_mod(raddr, wcf)),
+                                     col.eq(col0)]
+                    with m.Else():
+                        m.d.sync += cnt_ky.eq(0)
+                        with m.If(cnt_ox != ow - 1):
+                            m.d.sync += [cnt_ox.eq(cnt_ox + 1), col0.eq(col0 + sw * cf), col.eq(col0 + sw * cf),
+                                         iy.eq(iy0), raddr.eq(rbase)]
+                        with m.Else():
+                            m.d.sync += [cnt_ox.eq(0), col0.eq(-left * cf), col.eq(-left * cf)]
+                            with m.If(cnt_oy != oh - 1):
+                                next_rbase = add_mod(rbase, sh * wcf)
+                                m.d.sync += [cnt_oy.eq(cnt_oy + 1), iy0.eq(iy0 + sh), iy.eq(iy0 + sh),
+                                             rbase.eq(next_rbase), raddr.eq(next_rbase)]
+                            with m.Else():  # the next image: its row 0 follows this image's H rows
+                                next_rbase = add_mod(img, (h - top) * wcf)
+                                m.d.sync += [cnt_oy.eq(0), iy0.eq(-top), iy.eq(-top),
+                                             img.eq(add_mod(img, h * wcf)), rbase.eq(next_rbase),
+                                             raddr.eq(next_rbase)]
+
+        # Writer: rows in arrival order into consecutive slots, one beat whenever the slot is free.
+        waddr = Signal(range(depth), name="waddr")
+        wpos = Signal(range(wcf), name="wpos")
+        accept = Signal()
+        row_done = Signal()
+        m.d.comb += [
+            self.i.ready.eq(avail < low + rows),
+            accept.eq(self.i.valid & self.i.ready),
+            row_done.eq(accept & (wpos == wcf - 1)),
+            wport.addr.eq(waddr),
+            wport.data.eq(self.i.payload.data),
+            wport.en.eq(accept),
+        ]
+        with m.If(accept):
+            m.d.sync += [waddr.eq(add_mod(waddr, 1)), wpos.eq(Mux(wpos == wcf - 1, 0, wpos + 1))]
+        m.d.sync += avail.eq(avail + row_done - Mux(issue & last_image, h, 0))
+
+        # S1: the word read, or padding, registered on the output.
+        pad_word = Const(sum(self._pad_code << (j * bits) for j in range(simd)), simd * bits)
+        v1, pad1, last1 = Signal(name="v1"), Signal(name="pad1"), Signal(name="last1")
+        with m.If(advance):
+            m.d.sync += [v1.eq(issue), pad1.eq(pad), last1.eq(last_patch), self.o.valid.eq(v1)]
+            with m.If(v1):
+                m.d.sync += [self.o.payload.data.eq(Mux(pad1, pad_word, rport.data)),
+                             self.o.payload.last.eq(last1)]
+        return m
