@@ -486,7 +486,7 @@ def main(argv=None):
         except Exception as exc:  # a broken method is reported, the other runs go on
             rec = {"kind": kind, "dataset": ds.name, "method": label, "seed": seed,
                    "task": METHODS[what].task if kind == "hwnet" else "classify",
-                   "hidden": list(DEFAULTS[ds.name]["hidden"] if kind == "hwnet" else what),
+                   "hidden": list((hidden or DEFAULTS[ds.name]["hidden"]) if kind == "hwnet" else what),
                    "epochs": args.epochs or DEFAULTS[ds.name]["epochs"], "failure": None,
                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
                    "traceback": traceback.format_exc()}
@@ -502,7 +502,8 @@ def main(argv=None):
         "versions": {"torch": torch.__version__, "numpy": np.__version__,
                      "brevitas": __import__("brevitas_baseline").brevitas_version()},
         "datasets": list(loaded), "methods": methods, "skipped": skipped,
-        "dataset_info": {name: {"shape": shape_name(ds, DEFAULTS[name]["hidden"]), "train": len(ds.train_x),
+        "dataset_info": {name: {"shape": shape_name(ds, hidden or DEFAULTS[name]["hidden"]),
+                                "train": len(ds.train_x),
                                 "test": len(ds.test_x), "defaults": {k: (list(v) if isinstance(v, tuple) else v)
                                                                      for k, v in DEFAULTS[name].items()}}
                          for name, ds in loaded.items()},
