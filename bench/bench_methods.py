@@ -112,12 +112,8 @@ def layer_types(network, layers):
 @torch.no_grad()
 def integer_mse(model, network, x):
     """Test MSE of an autoencoder's *integer* model: the golden model's final accumulators through the torch
-    model's own eval-mode output affine (``acc * acc_factor * exp(log_scale) + offset``), the same float ops."""
-    acc = torch.from_numpy(golden.execute(network, x).astype(np.float32))
-    out = acc * model.final.acc_factor()
-    out = out * torch.exp(model.log_scale)
-    if model.offset is not None:
-        out = out + model.offset
+    model's own eval-mode output map (``QuantMLP.output``)."""
+    out = model.output(golden.execute(network, x))
     xt = torch.as_tensor(np.asarray(x)).to(torch.float32)
     return float(torch.mean((out - xt / model.input_max) ** 2))
 

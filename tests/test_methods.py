@@ -57,6 +57,9 @@ def test_lowering_is_exact_on_the_whole_test_split(digits, trained, name):
     else:
         assert network.output_size == 64
         assert results["test_mse"] < 0.1  # the pixels' variance is ~0.12 (scaled to 0..1)
+        # the reconstruction from the integer outputs is the torch model's, bit for bit
+        with torch.no_grad():
+            assert torch.equal(model.output(out), model(torch.from_numpy(digits.test_x)))
     assert len(history) >= BRIEF["epochs"]
 
 

@@ -1111,14 +1111,21 @@ class QuantMLP(nn.Module):
             values.append(h)
             final = final.outer
         if self.training:
-            out = final(h)
             values.append(None)
-        else:
-            acc = final.accumulate(h)
-            values.append(acc)
-            out = acc * final.acc_factor()
-        out = out * torch.exp(self.log_scale)
-        return values, (out + self.offset if self.offset is not None else out)
+            return values, self._output_affine(final(h))
+        acc = final.accumulate(h)
+        values.append(acc)
+        return values, self.output(acc)
+
+    def _output_affine(self, z):
+        out = z * torch.exp(self.log_scale)
+        return out + self.offset if self.offset is not None else out
+
+    def output(self, acc):
+        """The eval-mode output (logits, or an autoencoder's reconstruction) for the final layer's integer
+        accumulators ``acc``: ``acc * factor * exp(log_scale)`` (``+ offset`` for regression)."""
+        final = self.final.outer if isinstance(self.final, FactorizedLinear) else self.final
+        return self._output_affine(torch.as_tensor(acc).to(torch.float64) * final.acc_factor())
 
     def forward(self, x):
         return self._layers(x)[1]
