@@ -56,7 +56,7 @@ def test_lowering_is_exact_on_the_whole_test_split(digits, trained, name):
         assert accuracy > 0.5, f"{name}: {accuracy:.3f} after a brief run"
     else:
         assert network.output_size == 64
-        assert results["test_mse"] < 0.1  # the pixels' variance is ~0.12 (scaled to 0..1)
+        assert results["test_mse"] < 0.07  # always answering the training mean gives 0.074 on digits
         # the reconstruction from the integer outputs is the torch model's, bit for bit
         with torch.no_grad():
             assert torch.equal(model.output(out), model(torch.from_numpy(digits.test_x)))
