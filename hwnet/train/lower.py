@@ -1,6 +1,15 @@
-"""Lower a trained :class:`~hwnet.train.binarynet.BinarizedMLP` into the integer IR, exactly by construction.
+"""Lower a trained model (:class:`~hwnet.train.binarynet.BinarizedMLP`, or the :class:`~hwnet.train.qmlp.QuantMLP`
+of every other method) into the integer IR, exactly by construction.
 
-No float formula is folded. Every threshold is found by *enumeration*: the model's own eval-mode function is
+A :class:`QuantMLP` lowers layer by layer: the input quantizer becomes a ``MultiThreshold`` (unless the raw
+pixels go in directly); every dense layer takes its quantizer's integer codes (and lookup table, if any), and
+the thresholds of a hidden layer come from :func:`fold_thresholds`. That function finds them by bisection on the
+model's own eval-mode ``post(acc)`` (scale, batch norm or bias, activation quantizer) over each channel's
+reachable accumulators, negates the weight row of a falling channel, and checks every reachable value (or a
+large sample). A factorized layer (Fixed-Point Factorized Networks) becomes a raw ternary layer and a
+power-of-two layer.
+
+For the BinarizedMLP, no float formula is folded either. Every threshold is found by *enumeration*: the model's own eval-mode function is
 evaluated on every value its input can take, and the threshold is the smallest value that gives ``+1``:
 
 - input binarization ``sign(x / input_max - 0.5)`` -> ``MultiThreshold(thresholds=[[t]], out_type="bipolar")``,
