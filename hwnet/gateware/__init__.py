@@ -14,6 +14,7 @@ elements (lane ``j`` at bits ``[j * bits, (j + 1) * bits)``) and ``last`` on the
 - :class:`WidthConverter`: re-chunks a stream to another number of lanes per beat.
 - :class:`SlidingWindow`: line-buffered sliding-window (im2col) unit feeding a convolution (FINN's
   ConvolutionInputGenerator).
+- :class:`MaxPool`: streaming non-overlapping 2-D max-pool with a one-row accumulator.
 - :class:`NetworkTop` and :func:`generate_verilog`: a whole network and its Verilog.
 
 :mod:`hwnet.gateware.testing` holds the simulation helpers (stream drivers and monitors with random stalls)
@@ -25,6 +26,7 @@ from .mvau import MatrixVectorThresholdUnit
 from .network import NetworkTop, generate_verilog
 from .pe import (AddSubtract, AddSubtractSkip, BitPlane, BitSerial, LookupProduct, ProcessingElement, ShiftAdd,
                  XnorPopcount, processing_element)
+from .pool import MaxPool
 from .popcount import PopCount
 from .threshold import ThresholdSearch, ThresholdUnit
 from .width import WidthConverter
@@ -33,4 +35,4 @@ from .window import SlidingWindow
 __all__ = ["beat_layout", "beat_signature", "PopCount", "ProcessingElement", "XnorPopcount", "AddSubtract",
            "AddSubtractSkip", "ShiftAdd", "LookupProduct", "BitPlane", "BitSerial", "processing_element",
            "MatrixVectorThresholdUnit", "ThresholdSearch", "ThresholdUnit", "WidthConverter", "SlidingWindow",
-           "NetworkTop", "generate_verilog"]
+           "MaxPool", "NetworkTop", "generate_verilog"]
