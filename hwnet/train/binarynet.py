@@ -127,6 +127,16 @@ def _positive_int(value, what):
     return int(value)
 
 
+def mlp_sizes(input_size, hidden, outputs, input_max, outputs_what):
+    """An MLP's sizes, checked: ``(input_size, hidden tuple, outputs, input_max)``, each a positive integer."""
+    try:
+        hidden = tuple(hidden)
+    except TypeError:
+        raise HwnetError(f"hidden sizes must be a sequence of positive integers, got {hidden!r}") from None
+    return (_positive_int(input_size, "input size"), tuple(_positive_int(h, "every hidden size") for h in hidden),
+            _positive_int(outputs, outputs_what), _positive_int(input_max, "input_max"))
+
+
 class BinarizedMLP(nn.Module):
     """A fully connected BinaryNet: ``input_size -> hidden... -> classes``.
 
@@ -151,14 +161,8 @@ class BinarizedMLP(nn.Module):
 
     def __init__(self, input_size, hidden, classes, input_max):
         super().__init__()
-        self.input_size = _positive_int(input_size, "input size")
-        try:
-            hidden = tuple(hidden)
-        except TypeError:
-            raise HwnetError(f"hidden sizes must be a sequence of positive integers, got {hidden!r}") from None
-        self.hidden = tuple(_positive_int(h, "every hidden size") for h in hidden)
-        self.classes = _positive_int(classes, "number of classes")
-        self.input_max = _positive_int(input_max, "input_max")
+        self.input_size, self.hidden, self.classes, self.input_max = mlp_sizes(input_size, hidden, classes,
+                                                                               input_max, "number of classes")
         widths = (self.input_size,) + self.hidden
         self.hidden_linear = nn.ModuleList(BinaryLinear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.hidden_bn = nn.ModuleList(BinaryBatchNorm(b) for b in self.hidden)

@@ -33,7 +33,7 @@ from torch import nn
 from ..datatypes import BIPOLAR, TERNARY, parse_type, type_for_range
 from ..errors import HwnetError
 from . import quantizers as Q
-from .binarynet import BinaryBatchNorm, binary_sign, sign_ste
+from .binarynet import BinaryBatchNorm, binary_sign, mlp_sizes, sign_ste
 
 #: BitPruning's cost kinds (:meth:`QuantMLP.bitlength_cost`).
 BIT_COSTS = ("bits", "memory", "macs", "lut")
@@ -94,10 +94,6 @@ class WeightQuantizer(nn.Module):
     def __init__(self, *, per_row=True):
         super().__init__()
         self.per_row = per_row
-
-    def config(self):
-        """Plain keyword arguments that rebuild this quantizer (``kind`` included)."""
-        raise NotImplementedError
 
     @property
     def weight_type(self):
@@ -162,10 +158,6 @@ class BinaryWeights(WeightQuantizer):
         if self.scale == "alpha":
             self.alpha = nn.Parameter(torch.tensor(0.1))
 
-    def config(self):
-        return {"kind": self.kind, "mode": self.mode, "H": self.H, "scale": self.scale, "beta": self.beta,
-                "reg_kind": self.reg_kind, "reg": self.reg}
-
     @property
     def weight_type(self):
         return BIPOLAR
@@ -221,9 +213,6 @@ class TernaryWeights(WeightQuantizer):
         self.W0 = _positive(W0, "W0")
         self.stochastic = bool(stochastic)
 
-    def config(self):
-        return {"kind": self.kind, "W0": self.W0, "stochastic": self.stochastic}
-
     @property
     def weight_type(self):
         return TERNARY
@@ -252,9 +241,6 @@ class IntWeights(WeightQuantizer):
         super().__init__(per_row=per_row)
         self.bits = _bits(bits, "weight bits", 2, 16)
         self.H = _positive(H, "H")
-
-    def config(self):
-        return {"kind": self.kind, "bits": self.bits, "H": self.H}
 
     @property
     def weight_type(self):
@@ -290,9 +276,6 @@ class Pow2Weights(WeightQuantizer):
         super().__init__(per_row=per_row)
         self.bits = _bits(bits, "power-of-two weight bits", 2, 6)
 
-    def config(self):
-        return {"kind": self.kind, "bits": self.bits}
-
     @property
     def weight_type(self):
         return parse_type(f"pot{self.bits}")
@@ -319,9 +302,6 @@ class FixedWeights(WeightQuantizer):
         super().__init__(per_row=per_row)
         self.bits = _bits(bits, "fixed-point weight bits", 2, 16)
         self.register_buffer("integer_bits", torch.tensor(int(integer_bits)))
-
-    def config(self):
-        return {"kind": self.kind, "bits": self.bits}
 
     @property
     def weight_type(self):
@@ -352,9 +332,6 @@ class CodebookWeights(WeightQuantizer):
         self.clusters = _bits(clusters, "codebook clusters", 2, 256)
         self.product_bits = _bits(product_bits, "product bits", 2, 16)
         self.register_buffer("centers", torch.zeros(self.clusters))
-
-    def config(self):
-        return {"kind": self.kind, "clusters": self.clusters, "product_bits": self.product_bits}
 
     @property
     def weight_type(self):
@@ -441,10 +418,6 @@ class LearnedBitsWeights(WeightQuantizer, _LearnedBits):
         self._init_bits(_bits(init_bits, "initial weight bits", 2, 16), _bits(min_bits, "min weight bits", 2, 16),
                         _bits(max_bits, "max weight bits", 2, 16))
 
-    def config(self):
-        return {"kind": self.kind, "init_bits": int(self.rounded_bits), "min_bits": self.min_bits,
-                "max_bits": self.max_bits}
-
     @property
     def weight_type(self):
         return parse_type(f"int{self.rounded_bits}")
@@ -470,9 +443,6 @@ class RealWeights(WeightQuantizer):
     lowerable (there is no integer weight type); the factorization replaces every layer before lowering."""
 
     kind = "real"
-
-    def config(self):
-        return {"kind": self.kind}
 
     @property
     def weight_type(self):
@@ -503,9 +473,6 @@ class FactorWeights(WeightQuantizer):
         self.columns = _bits(columns, "factor columns", 1, 1 << 20)
         self.bits = _bits(bits, "power-of-two factor bits", 2, 6)
         self.d = nn.Parameter(torch.ones(self.columns))
-
-    def config(self):
-        return {"kind": self.kind, "columns": self.columns, "bits": self.bits}
 
     @property
     def weight_type(self):
@@ -544,9 +511,6 @@ class ActQuantizer(nn.Module):
 
     kind = None
 
-    def config(self):
-        raise NotImplementedError
-
     def update_(self):
         """Called after every optimizer step (dynamic fixed point's bit update)."""
 
@@ -560,9 +524,6 @@ class SignAct(ActQuantizer):
         super().__init__()
         self.mode = _choice(mode, ("ste", "swish"), "sign activation mode")
         self.beta = _positive(beta, "beta")
-
-    def config(self):
-        return {"kind": self.kind, "mode": self.mode, "beta": self.beta}
 
     out_type = BIPOLAR
     step = 1.0
@@ -583,9 +544,6 @@ class UniformAct(ActQuantizer):
         super().__init__()
         self.bits = _bits(bits, "activation bits", 1, 16)
         self.hi = _positive(hi, "activation range")
-
-    def config(self):
-        return {"kind": self.kind, "bits": self.bits, "hi": self.hi}
 
     @property
     def out_type(self):
@@ -612,9 +570,6 @@ class HWGQAct(ActQuantizer):
         super().__init__()
         self.bits = _bits(bits, "HWGQ bits", 1, 4)
         self.backward_kind = _choice(backward, ("clipped", "log-tailed"), "HWGQ backward")
-
-    def config(self):
-        return {"kind": self.kind, "bits": self.bits, "backward": self.backward_kind}
 
     @property
     def out_type(self):
@@ -665,9 +620,6 @@ class FixedAct(ActQuantizer):
         self.last_input = None
         self.last_gradient = None
 
-    def config(self):
-        return {"kind": self.kind, "bits": self.bits, "gradient_bits": self.gradient_bits}
-
     @property
     def out_type(self):
         return parse_type(f"uint{self.bits - 1}")
@@ -705,9 +657,6 @@ class LevelsAct(ActQuantizer):
         super().__init__()
         self.fn = _choice(fn, ("tanh", "relu6"), "activation function")
         self.bits = _bits(bits, "activation bits", 2 if fn == "tanh" else 1, 8)
-
-    def config(self):
-        return {"kind": self.kind, "fn": self.fn, "bits": self.bits}
 
     @property
     def _m(self):
@@ -750,10 +699,6 @@ class LearnedBitsAct(ActQuantizer, _LearnedBits):
         self._init_bits(_bits(init_bits, "initial activation bits", 1, 16),
                         _bits(min_bits, "min activation bits", 1, 16), _bits(max_bits, "max activation bits", 1, 16))
 
-    def config(self):
-        return {"kind": self.kind, "init_bits": int(self.rounded_bits), "min_bits": self.min_bits,
-                "max_bits": self.max_bits}
-
     @property
     def out_type(self):
         return parse_type(f"uint{self.rounded_bits}")
@@ -784,9 +729,6 @@ class InputQuantizer(nn.Module):
         self.kind = _choice(kind, ("binary", "levels", "raw"), "input quantizer")
         self.input_max = int(input_max)
         self.bits = None if kind != "levels" else _bits(bits, "input bits", 1, 16)
-
-    def config(self):
-        return {"kind": self.kind, "bits": self.bits}
 
     @property
     def out_type(self):
@@ -1001,15 +943,8 @@ class QuantMLP(nn.Module):
                  norm="affine", bias=False, quantized_backprop=False, task="classify", bit_cost=None,
                  factor=None):
         super().__init__()
-        from .binarynet import _positive_int
-        self.input_size = _positive_int(input_size, "input size")
-        try:
-            hidden = tuple(hidden)
-        except TypeError:
-            raise HwnetError(f"hidden sizes must be a sequence of positive integers, got {hidden!r}") from None
-        self.hidden = tuple(_positive_int(h, "every hidden size") for h in hidden)
-        self.outputs = _positive_int(outputs, "number of outputs")
-        self.input_max = _positive_int(input_max, "input_max")
+        self.input_size, self.hidden, self.outputs, self.input_max = mlp_sizes(input_size, hidden, outputs,
+                                                                               input_max, "number of outputs")
         self.norm = _choice(norm, ("affine", "plain", "none"), "norm")
         self.task = _choice(task, ("classify", "regress"), "task")
         self.use_bias = bool(bias)
@@ -1056,9 +991,9 @@ class QuantMLP(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(0.0))
         self.offset = nn.Parameter(torch.tensor(0.0)) if self.task == "regress" else None
         self._config = {"input_size": self.input_size, "hidden": list(self.hidden), "outputs": self.outputs,
-                        "input_max": self.input_max, "input": self.input_quant.config(),
+                        "input_max": self.input_max, "input": input,
                         "weight": weights,
-                        "act": [q.config() for q in self.hidden_act], "final_weight": final_weight,
+                        "act": acts, "final_weight": final_weight,
                         "norm": self.norm, "bias": self.use_bias, "quantized_backprop": self.quantized_backprop,
                         "task": self.task, "bit_cost": None if bit_cost is None else dict(bit_cost),
                         "factor": self.factor}
