@@ -112,7 +112,7 @@ def layer_types(network, layers):
 @torch.no_grad()
 def integer_mse(model, network, x):
     """Test MSE of an autoencoder's *integer* model: the golden model's final accumulators through the torch
-    model's own eval-mode output map (``QuantMLP.output``)."""
+    model's own eval-mode output map (``QuantNet.output``)."""
     out = model.output(golden.execute(network, x))
     xt = torch.as_tensor(np.asarray(x)).to(torch.float32)
     return float(torch.mean((out - xt / model.input_max) ** 2))

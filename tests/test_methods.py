@@ -10,7 +10,7 @@ from hwnet.errors import HwnetError
 from hwnet.train.data import load_dataset
 from hwnet.train.lower import check_lowering, lower
 from hwnet.train.methods import METHODS, resolve_options, train
-from hwnet.train.qmlp import CodebookWeights, QuantMLP
+from hwnet.train.qnet import CodebookWeights, QuantNet
 from hwnet.train.trainer import load_checkpoint, predict, save_checkpoint
 
 # Short runs: enough for the quantizers, batch norms and codebooks to leave their initial state. Stochastic
@@ -69,7 +69,7 @@ def test_checkpoint_round_trip_gives_the_same_integer_network(tmp_path, digits, 
     path = tmp_path / "m.pt"
     save_checkpoint(model, path, meta={"method": name})
     loaded, meta = load_checkpoint(path)
-    assert isinstance(loaded, QuantMLP) and meta == {"method": name}
+    assert isinstance(loaded, QuantNet) and meta == {"method": name}
     a = lower(model, name="a")
     b = lower(loaded, name="a")
     for la, lb in zip(a.layers, b.layers):
@@ -130,7 +130,7 @@ def test_bitpruning_learns_shorter_bitlengths(digits):
 def test_dynamic_fixed_point_moves_its_integer_bits(trained):
     model, _, _ = trained("dfp")
     # activations start at 1 integer bit and gradients at -4; the overflow-rate rule moves them every step
-    # (the rule itself is tested in test_qmlp.py), so after a run they are not all where they started
+    # (the rule itself is tested in test_qnet.py), so after a run they are not all where they started
     moved = [(int(a.integer_bits), int(a.gradient_integer_bits)) != (1, -4) for a in model.hidden_act]
     assert any(moved)
     for q in model.hidden_linear:  # and the codes use the grid the final integer bits define

@@ -1,7 +1,7 @@
-"""Lower a trained model (:class:`~hwnet.train.binarynet.BinarizedMLP`, or the :class:`~hwnet.train.qmlp.QuantMLP`
+"""Lower a trained model (:class:`~hwnet.train.binarynet.BinarizedMLP`, or the :class:`~hwnet.train.qnet.QuantNet`
 of every other method) into the integer IR, exactly by construction.
 
-A :class:`QuantMLP` lowers layer by layer: the input quantizer becomes a ``MultiThreshold`` (unless the raw
+A :class:`QuantNet` lowers layer by layer: the input quantizer becomes a ``MultiThreshold`` (unless the raw
 pixels go in directly); every dense layer takes its quantizer's integer codes (and lookup table, if any), and
 the thresholds of a hidden layer come from :func:`fold_thresholds`. That function finds them by bisection on the
 model's own eval-mode ``post(acc)`` (scale, batch norm or bias, activation quantizer) over each channel's
@@ -37,7 +37,7 @@ from ..datatypes import BIPOLAR, TERNARY, parse_type, type_for_range
 from ..errors import HwnetError
 from ..ir import Dense, MultiThreshold, Network
 from .binarynet import BinarizedMLP
-from .qmlp import FactorizedLinear, QuantMLP
+from .qnet import FactorizedLinear, QuantNet
 
 __all__ = ["lower", "check_lowering", "input_threshold", "fold_hidden_layer", "step_threshold", "fold_thresholds"]
 
@@ -181,7 +181,7 @@ def fold_thresholds(fn, lo, hi, out_type, what, *, can_negate=True, rng=0):
 
 
 def _lower_quant_mlp(model, input_type):
-    """The layers of a :class:`QuantMLP` in eval mode (see :func:`lower`)."""
+    """The layers of a :class:`QuantNet` in eval mode (see :func:`lower`)."""
     layers = []
     iq = model.input_quant
     in_type = input_type
@@ -218,12 +218,12 @@ def _lower_quant_mlp(model, input_type):
 
 
 def lower(model, *, name="binarynet", input_type=None, metadata=None):
-    """Lower ``model`` (a :class:`BinarizedMLP` or a :class:`QuantMLP`) into an :class:`hwnet.ir.Network`,
+    """Lower ``model`` (a :class:`BinarizedMLP` or a :class:`QuantNet`) into an :class:`hwnet.ir.Network`,
     exactly.
 
     Parameters
     ----------
-    model : BinarizedMLP or QuantMLP
+    model : BinarizedMLP or QuantNet
     name : str
         Network name.
     input_type : DataType or str, optional
@@ -233,20 +233,20 @@ def lower(model, *, name="binarynet", input_type=None, metadata=None):
         JSON-serializable extras (e.g. ``{"dataset": "digits", "test_accuracy": 0.95}``), merged over the
         defaults ``method``, ``hidden``, ``input_max``, ``classes``.
     """
-    if not isinstance(model, (BinarizedMLP, QuantMLP)):
-        raise HwnetError(f"can only lower a BinarizedMLP or a QuantMLP, got {type(model).__name__}")
+    if not isinstance(model, (BinarizedMLP, QuantNet)):
+        raise HwnetError(f"can only lower a BinarizedMLP or a QuantNet, got {type(model).__name__}")
     if input_type is None:
         input_type = type_for_range(0, model.input_max)
     input_type = parse_type(input_type)
     if input_type.kind != "uint" or input_type.max < model.input_max:
         raise HwnetError(f"input type {input_type} cannot carry raw inputs 0 .. {model.input_max}; use uint<k> "
                          f"with 2**k > {model.input_max}")
-    if isinstance(model, QuantMLP) and model.input_quant.kind == "raw" and input_type != model.input_quant.out_type:
+    if isinstance(model, QuantNet) and model.input_quant.kind == "raw" and input_type != model.input_quant.out_type:
         raise HwnetError(f"this model takes its raw inputs as {model.input_quant.out_type}, not {input_type}")
     was_training = model.training
     model.eval()
     try:
-        if isinstance(model, QuantMLP):
+        if isinstance(model, QuantNet):
             layers = _lower_quant_mlp(model, input_type)
         else:
             layers = _lower_binarized_mlp(model, input_type)

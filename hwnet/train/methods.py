@@ -1,6 +1,6 @@
 """The training methods hwnet offers (``hwnet train --method NAME``): what each builds and how it trains.
 
-Every method but BinaryNet builds a :class:`~hwnet.train.qmlp.QuantMLP` from its quantizers and trains it with
+Every method but BinaryNet builds a :class:`~hwnet.train.qnet.QuantNet` from its quantizers and trains it with
 the shared loop (:func:`hwnet.train.trainer.fit`); BinaryNet keeps its own :class:`BinarizedMLP` (the demo's
 model). :func:`train` is the entry point; :data:`METHODS` lists the methods with their options and defaults.
 docs/methods.md explains each method, what hardware it lowers to and what it costs.
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import HwnetError
-from .qmlp import QuantMLP
+from .qnet import QuantNet
 from .trainer import _defaults, evaluate, fit, reconstruction_error, train_binarynet
 
 __all__ = ["Method", "METHODS", "train", "resolve_options", "real_weight_accuracy", "reestimate_batchnorm"]
@@ -34,7 +34,7 @@ class Method:
     options : dict
         Method options and their defaults (``hwnet train --option key=value``).
     build : callable or None
-        ``build(dataset, hidden, options) -> QuantMLP`` (None for BinaryNet).
+        ``build(dataset, hidden, options) -> QuantNet`` (None for BinaryNet).
     after_epoch : callable or None
         ``after_epoch(model, epoch, epochs, options)``, called after every epoch.
     finish : callable or None
@@ -61,12 +61,12 @@ class Method:
 
 
 def _mlp(dataset, hidden, outputs=None, **kwargs):
-    return QuantMLP(dataset.input_size, hidden, dataset.classes if outputs is None else outputs, dataset.input_max,
+    return QuantNet(dataset.input_size, hidden, dataset.classes if outputs is None else outputs, dataset.input_max,
                     **kwargs)
 
 
 def _real_forward(model, x):
-    """Logits of a :class:`QuantMLP` computed with its *real* (latent) weights, activations still quantized."""
+    """Logits of a :class:`QuantNet` computed with its *real* (latent) weights, activations still quantized."""
     h = model.input_quant(torch.as_tensor(np.asarray(x)))
     for linear, norm, act in zip(model.hidden_linear, model.hidden_norm, model.hidden_act):
         z = (h @ linear.weight.T) * linear.in_step
@@ -133,7 +133,7 @@ def _bitpruning_finish(model, dataset, options, refit):
     config["act"] = [a.fixed() for a in model.hidden_act]
     config["final_weight"] = model.final.quantizer.fixed()
     config["bit_cost"] = None
-    fixed = QuantMLP.from_config(config)
+    fixed = QuantNet.from_config(config)
     state = {k: v for k, v in model.state_dict().items() if k in fixed.state_dict()}
     fixed.load_state_dict(state, strict=False)
     refit(fixed, max(1, round(options["finetune"] * refit.epochs)))
@@ -154,7 +154,7 @@ def _ffn_finish(model, dataset, options, refit):
     ranks = [max(1, round(options["rank"] * min(q.in_features, q.out_features))) for q in linears]
     config = model.config()
     config["factor"] = {"ranks": ranks, "bits": options["pot_bits"]}
-    factored = QuantMLP.from_config(config)
+    factored = QuantNet.from_config(config)
     ours = factored.state_dict()  # batch norms and the output scale carry over; the layers are replaced
     factored.load_state_dict({k: v for k, v in model.state_dict().items()
                               if k in ours and v.shape == ours[k].shape}, strict=False)

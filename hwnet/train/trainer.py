@@ -10,8 +10,8 @@ count); nothing else is promised. :func:`train_binarynet` trains the BinaryNet M
 
 Checkpoints are ``torch.save`` files holding only plain values (str, int, float, bool, lists, dicts, tensors)::
 
-    {"format": "hwnet-binarynet" | "hwnet-qmlp", "version": 1,
-     "config": {"input_size": ..., "hidden": [...], ...},   # BinarizedMLP(...) / QuantMLP.from_config(...)
+    {"format": "hwnet-binarynet" | "hwnet-qnet", "version": 1,
+     "config": {"input_size": ..., "hidden": [...], ...},   # BinarizedMLP(...) / QuantNet.from_config(...)
      "state_dict": {...}, "meta": {...}}
 
 and are read back with ``torch.load(path, weights_only=True)``: loading one never runs code.
@@ -29,15 +29,15 @@ import torch
 
 from ..errors import HwnetError
 from .binarynet import BinarizedMLP
-from .qmlp import QuantMLP
+from .qnet import QuantNet
 
-__all__ = ["fit", "reconstruction_error", "QMLP_FORMAT", "train_binarynet", "evaluate", "predict",
+__all__ = ["fit", "reconstruction_error", "QNET_FORMAT", "train_binarynet", "evaluate", "predict",
            "save_checkpoint", "load_checkpoint", "DEFAULTS",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_FORMAT = "hwnet-binarynet"
-#: Format of a :class:`~hwnet.train.qmlp.QuantMLP` checkpoint (every method but BinaryNet).
-QMLP_FORMAT = "hwnet-qmlp"
+#: Format of a :class:`~hwnet.train.qnet.QuantNet` checkpoint (every method but BinaryNet).
+QNET_FORMAT = "hwnet-qnet"
 CHECKPOINT_VERSION = 1
 
 #: Default training settings per data set (keyword arguments of :func:`train_binarynet`).
@@ -223,11 +223,11 @@ def _check_plain(value, where):
 
 
 def save_checkpoint(model, path, *, meta=None):
-    """Write ``model`` (a :class:`BinarizedMLP` or :class:`QuantMLP`) and ``meta`` (a dict of plain values) to
+    """Write ``model`` (a :class:`BinarizedMLP` or :class:`QuantNet`) and ``meta`` (a dict of plain values) to
     ``path``, atomically."""
-    formats = {BinarizedMLP: CHECKPOINT_FORMAT, QuantMLP: QMLP_FORMAT}
+    formats = {BinarizedMLP: CHECKPOINT_FORMAT, QuantNet: QNET_FORMAT}
     if type(model) not in formats:
-        raise HwnetError(f"can only save a BinarizedMLP or a QuantMLP, got {type(model).__name__}")
+        raise HwnetError(f"can only save a BinarizedMLP or a QuantNet, got {type(model).__name__}")
     meta = dict(meta or {})
     _check_plain(meta, "checkpoint meta")
     config = model.config()
@@ -278,9 +278,9 @@ def load_checkpoint(path):
     except Exception as exc:  # torch raises many kinds (RuntimeError, EOFError, KeyError, ...)
         raise HwnetError(f"{path}: not a readable hwnet checkpoint: not a torch file, or truncated or corrupt "
                          f"({_short(exc)})") from None
-    if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, QMLP_FORMAT):
+    if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, QNET_FORMAT):
         raise HwnetError(f"{path}: not an hwnet checkpoint (no 'format': {CHECKPOINT_FORMAT!r} or "
-                         f"{QMLP_FORMAT!r} entry)")
+                         f"{QNET_FORMAT!r} entry)")
     if payload.get("version") != CHECKPOINT_VERSION:
         raise HwnetError(f"{path}: checkpoint version {payload.get('version')!r} is not supported (this hwnet "
                          f"reads version {CHECKPOINT_VERSION})")
@@ -288,9 +288,9 @@ def load_checkpoint(path):
         if not isinstance(payload.get(key), kind):
             raise HwnetError(f"{path}: checkpoint entry {key!r} is missing or not a {kind.__name__}")
     config = payload["config"]
-    if payload["format"] == QMLP_FORMAT:
+    if payload["format"] == QNET_FORMAT:
         try:
-            model = QuantMLP.from_config(config)
+            model = QuantNet.from_config(config)
         except HwnetError as exc:
             raise HwnetError(f"{path}: checkpoint config is not a valid model ({exc})") from None
         except (KeyError, TypeError, ValueError) as exc:

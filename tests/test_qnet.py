@@ -1,4 +1,4 @@
-"""QuantMLP's quantizer modules (forward and backward), its bit costs, and exact threshold folding."""
+"""QuantNet's quantizer modules (forward and backward), its bit costs, and exact threshold folding."""
 
 import math
 
@@ -10,8 +10,8 @@ from hwnet.datatypes import parse_type
 from hwnet.errors import HwnetError
 from hwnet.train import quantizers as Q
 from hwnet.train.lower import fold_thresholds
-from hwnet.train.qmlp import (LUT4_PER_BIT_PRODUCT, BinaryWeights, CodebookWeights, FixedAct, FixedWeights,
-                              HWGQAct, LearnedBitsAct, LearnedBitsWeights, LevelsAct, QuantLinear, QuantMLP)
+from hwnet.train.qnet import (LUT4_PER_BIT_PRODUCT, BinaryWeights, CodebookWeights, FixedAct, FixedWeights,
+                              HWGQAct, LearnedBitsAct, LearnedBitsWeights, LevelsAct, QuantLinear, QuantNet)
 
 
 # --- fold_thresholds ------------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_learned_bits_interpolate_between_floor_and_ceiling():
 
 
 def test_bitlength_costs_by_hand():
-    model = QuantMLP(4, (3,), 2, 15, input={"kind": "raw"},
+    model = QuantNet(4, (3,), 2, 15, input={"kind": "raw"},
                      weight={"kind": "learned-bits", "init_bits": 6},
                      act={"kind": "learned-bits", "init_bits": 5})
     model.hidden_linear[0].quantizer.n.data.fill_(6.0)
@@ -244,22 +244,22 @@ def test_quantized_backprop_uses_power_of_two_inputs_in_the_weight_gradient():
 
 
 def test_config_round_trip_and_bad_configs():
-    model = QuantMLP(8, (6, 4), 3, 15, input={"kind": "levels", "bits": 2},
+    model = QuantNet(8, (6, 4), 3, 15, input={"kind": "levels", "bits": 2},
                      weight=[{"kind": "int", "bits": 3}, {"kind": "pow2", "bits": 4}],
                      act=[{"kind": "uniform", "bits": 2}, {"kind": "hwgq", "bits": 3}],
                      final_weight={"kind": "ternary", "W0": 0.5}, norm="plain", bias=True)
-    again = QuantMLP.from_config(model.config())
+    again = QuantNet.from_config(model.config())
     again.load_state_dict(model.state_dict())
     x = torch.randint(0, 16, (20, 8))
     model.eval(), again.eval()
     assert torch.equal(model(x), again(x))
     assert again.config() == model.config()
     with pytest.raises(HwnetError, match="unknown weight quantizer kind 'nope'"):
-        QuantMLP(8, (6,), 3, 15, input={"kind": "raw"}, weight={"kind": "nope"}, act={"kind": "sign"})
+        QuantNet(8, (6,), 3, 15, input={"kind": "raw"}, weight={"kind": "nope"}, act={"kind": "sign"})
     with pytest.raises(HwnetError, match="weight quantizer 'int'"):
-        QuantMLP(8, (6,), 3, 15, input={"kind": "raw"}, weight={"kind": "int", "bogus": 1}, act={"kind": "sign"})
+        QuantNet(8, (6,), 3, 15, input={"kind": "raw"}, weight={"kind": "int", "bogus": 1}, act={"kind": "sign"})
     with pytest.raises(HwnetError, match="act must be a dict or a list of 2 dicts"):
-        QuantMLP(8, (6, 4), 3, 15, input={"kind": "raw"}, weight={"kind": "int"}, act=[{"kind": "sign"}])
+        QuantNet(8, (6, 4), 3, 15, input={"kind": "raw"}, weight={"kind": "int"}, act=[{"kind": "sign"}])
     with pytest.raises(HwnetError, match="norm must be one of"):
-        QuantMLP(8, (6,), 3, 15, input={"kind": "raw"}, weight={"kind": "int"}, act={"kind": "sign"}, norm="x")
+        QuantNet(8, (6,), 3, 15, input={"kind": "raw"}, weight={"kind": "int"}, act={"kind": "sign"}, norm="x")
     assert math.isfinite(float(model.penalty()))

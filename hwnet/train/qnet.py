@@ -1,6 +1,6 @@
 """Quantized MLPs for every training method: one model, with the quantizers chosen per method.
 
-:class:`QuantMLP` is ``raw integer inputs -> input quantizer -> (QuantLinear -> [batch norm] -> activation
+:class:`QuantNet` is ``raw integer inputs -> input quantizer -> (QuantLinear -> [batch norm] -> activation
 quantizer) per hidden layer -> final QuantLinear -> exp(log_scale) * accumulators``. Between layers the model
 carries *integer codes*: the values of the integer IR's element types (``±1``, ``0 .. 2**k - 1``, ...), held in
 float32 tensors. A code ``c`` stands for the real activation ``step * c``; each layer knows its input's step.
@@ -21,7 +21,7 @@ The last layer's scale is one positive scalar (per-row scales would change the a
 argmax of the integer accumulators. For regression (``task="regress"``) the output is
 ``exp(log_scale) * acc + offset``.
 
-Every quantizer is rebuilt from plain values (:meth:`QuantMLP.config`), so checkpoints hold no code.
+Every quantizer is rebuilt from plain values (:meth:`QuantNet.config`), so checkpoints hold no code.
 """
 
 import math
@@ -35,14 +35,14 @@ from ..errors import HwnetError
 from . import quantizers as Q
 from .binarynet import BinaryBatchNorm, binary_sign, mlp_sizes, sign_ste
 
-#: BitPruning's cost kinds (:meth:`QuantMLP.bitlength_cost`).
+#: BitPruning's cost kinds (:meth:`QuantNet.bitlength_cost`).
 BIT_COSTS = ("bits", "memory", "macs", "lut")
 
 #: iCE40 LUT4 per lane per bit product of hwnet's bit-plane PE (``weight bits x input bits`` AND terms
 #: compressed): 3.1 for int2 x uint2, 2.8 for int4 x int4, 2.7 for uint8 x uint8 at SIMD 32 (docs/benchmarks.md).
 LUT4_PER_BIT_PRODUCT = 2.8
 
-__all__ = ["QuantMLP", "QuantLinear", "FactorizedLinear", "WeightQuantizer", "ActQuantizer", "InputQuantizer",
+__all__ = ["QuantNet", "QuantLinear", "FactorizedLinear", "WeightQuantizer", "ActQuantizer", "InputQuantizer",
            "WEIGHT_QUANTIZERS", "ACT_QUANTIZERS", "INPUT_QUANTIZERS", "BIT_COSTS", "LUT4_PER_BIT_PRODUCT", "round_ste"]
 
 
@@ -842,7 +842,7 @@ class FactorizedLinear(nn.Module):
     """A Fixed-Point Factorized layer ``W ~ X diag(d) Y^T``: an inner layer ``Y^T`` (``rank x in``, ternary,
     deterministic rounding at ``±1/2`` of a real shadow) whose raw integer accumulators feed the outer layer
     ``X diag(d)`` (:class:`FactorWeights`). Exposes the outer layer's interface (``quantizer``, ``weight``,
-    ``scale_acc`` ...) to :class:`QuantMLP`; :meth:`inner_codes` is the raw middle layer."""
+    ``scale_acc`` ...) to :class:`QuantNet`; :meth:`inner_codes` is the raw middle layer."""
 
     def __init__(self, in_features, out_features, rank, *, bits, in_type, in_step, bias=False, per_row=True):
         super().__init__()
@@ -909,7 +909,7 @@ def _build(registry, spec, what, **extra):
         raise HwnetError(f"{what} {kind!r}: {exc}") from None
 
 
-class QuantMLP(nn.Module):
+class QuantNet(nn.Module):
     """A quantized MLP ``input_size -> hidden... -> outputs`` (see the module docstring).
 
     Parameters
@@ -1003,7 +1003,7 @@ class QuantMLP(nn.Module):
             _positive(self.bit_cost.get("weight", 0) or 1e-300, "bit cost weight")
 
     def config(self):
-        """Plain values that rebuild this architecture: ``QuantMLP.from_config(model.config())``."""
+        """Plain values that rebuild this architecture: ``QuantNet.from_config(model.config())``."""
         return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
 
     @classmethod
