@@ -38,7 +38,7 @@ import numpy as np
 from .datatypes import parse_type, type_for_range
 from .errors import HwnetError
 
-__all__ = ["Network", "Dense", "MultiThreshold", "Conv2d", "MaxPool2d", "save", "load", "FORMAT", "VERSION",
+__all__ = ["Network", "Dense", "MultiThreshold", "Conv2d", "MaxPool2d", "default_pad_value", "save", "load", "FORMAT", "VERSION",
            "HEADER_KEY"]
 
 FORMAT = "hwnet-ir"
@@ -347,6 +347,12 @@ def _in_shape(value, what):
     return _int_tuple(value, f"{what}: in_shape", "(H, W, C), three positive integers", 3, 1, scalar=False)
 
 
+def default_pad_value(in_type):
+    """The value a convolution pads with when none is given: 0 where 0 is a legal value of ``in_type``
+    (``uint<k>``, ``int<k>``, ternary), else the type's minimum (-1 for bipolar)."""
+    return 0 if in_type.is_legal(0) else int(in_type.min)
+
+
 class Conv2d:
     """2-D convolution with multi-thresholds over an NHWC image (op ``"conv2d"``): the conv twin of :class:`Dense`.
 
@@ -491,9 +497,7 @@ class Conv2d:
         if size != self.in_size:
             raise HwnetError(f"{what}: takes a {h}x{w}x{c} image ({self.in_size} values, flattened NHWC) but the "
                              f"layer before it gives {size}")
-        pad = self._pad_value
-        if pad is None:
-            pad = 0 if in_type.is_legal(0) else in_type.min
+        pad = default_pad_value(in_type) if self._pad_value is None else self._pad_value
         try:
             in_type.check(np.array([pad]), f"{what}: pad_value")
         except HwnetError as exc:
