@@ -141,35 +141,37 @@ class NetworkTop(wiring.Component):
         unit takes beats only in its first neuron fold) and two beats of slack."""
         return stage.sf + 2
 
+    def blocks(self):
+        """The blocks of the design in stream order, as ``(name, cls, kwargs)``: each stage's unit, and the width
+        converters and queues between them, not yet built. :meth:`elaborate` builds exactly these
+        (``cls(**kwargs)``), so resource estimates walk the same structure without building anything."""
+        stages = self._plan.stages
+        blocks = []
+        for index, stage in enumerate(stages):
+            if index:
+                prev = stages[index - 1]
+                if prev.lanes_out != stage.lanes_in:
+                    blocks.append((f"s{index - 1}_to_s{index}_width", WidthConverter,
+                                   dict(in_lanes=prev.lanes_out, out_lanes=stage.lanes_in, bits=prev.out_type.bits)))
+                upstream_dense = any(isinstance(s, DenseStage) for s in stages[:index])
+                if self._fifos and isinstance(stage, DenseStage) and upstream_dense:
+                    blocks.append((f"s{index}_fifo", BeatFIFO,
+                                   dict(lanes=stage.simd, bits=stage.in_type.bits, depth=self.fifo_depth(stage))))
+            unit = MatrixVectorThresholdUnit if isinstance(stage, DenseStage) else ThresholdUnit
+            blocks.append((_submodule_name(index, stage), unit, dict(stage=stage)))
+        return blocks
+
     def elaborate(self, platform):
         m = Module()
-        stages = self._plan.stages
-        units = []
-        for index, stage in enumerate(stages):
-            if isinstance(stage, DenseStage):
-                unit = MatrixVectorThresholdUnit(stage=stage)
+        source = None
+        for name, cls, kwargs in self.blocks():
+            m.submodules[name] = block = cls(**kwargs)
+            if source is None:
+                wiring.connect(m, wiring.flipped(self.i), block.i)
             else:
-                unit = ThresholdUnit(stage=stage)
-            m.submodules[_submodule_name(index, stage)] = unit
-            units.append(unit)
-
-        wiring.connect(m, wiring.flipped(self.i), units[0].i)
-        for index, (prev, nxt) in enumerate(zip(stages, stages[1:])):
-            source = units[index].o
-            if prev.lanes_out != nxt.lanes_in:
-                conv = WidthConverter(in_lanes=prev.lanes_out, out_lanes=nxt.lanes_in,
-                                      bits=prev.out_type.bits)
-                m.submodules[f"s{index}_to_s{index + 1}_width"] = conv
-                wiring.connect(m, source, conv.i)
-                source = conv.o
-            upstream_dense = any(isinstance(stage, DenseStage) for stage in stages[:index + 1])
-            if self._fifos and isinstance(nxt, DenseStage) and upstream_dense:
-                queue = BeatFIFO(lanes=nxt.simd, bits=nxt.in_type.bits, depth=self.fifo_depth(nxt))
-                m.submodules[f"s{index + 1}_fifo"] = queue
-                wiring.connect(m, source, queue.i)
-                source = queue.o
-            wiring.connect(m, source, units[index + 1].i)
-        wiring.connect(m, units[-1].o, wiring.flipped(self.o))
+                wiring.connect(m, source, block.i)
+            source = block.o
+        wiring.connect(m, source, wiring.flipped(self.o))
         return m
 
 
