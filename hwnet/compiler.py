@@ -19,7 +19,8 @@ takes the bitwise complement ``M - r`` of the rank, ``M = 2**bits - 1``, instead
 thresholds move into ``h`` space once, here, and the hardware never handles a sign until a raw output.
 """
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,7 +28,8 @@ from .datatypes import DataType
 from .errors import HwnetError
 from .ir import Conv2d, Dense, MaxPool2d, MultiThreshold
 
-__all__ = ["choose_folding", "set_hardware_choices", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "Arithmetic", "pe_kind",
+__all__ = ["choose_folding", "set_hardware_choices", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "WindowStage",
+           "PoolStage", "WindowGeometry", "window_simd", "Arithmetic", "pe_kind",
            "PE_KINDS", "pack_lanes", "unpack_lanes", "DEFAULT_TARGET_CYCLES",
            "PARALLEL_MAX_THRESHOLDS"]
 
@@ -66,28 +68,55 @@ def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=()):
 
 
 def choose_folding(network, target_cycles=DEFAULT_TARGET_CYCLES):
-    """Fill in PE/SIMD of dense layers that have none: the fewest lanes (``pe * simd``) that reach
-    ``target_cycles`` per vector, preferring wide SIMD (one input word feeds every PE). Layers with weights in
-    logic are unrolled fully. Layers with a folding keep it. Returns a new network."""
+    """Fill in PE/SIMD of dense and convolution layers that have none: the fewest lanes (``pe * simd``) that
+    reach ``target_cycles`` per inference, preferring wide SIMD (one input word feeds every PE). A layer that
+    cannot reach the target gets the fewest lanes that reach its own best (a convolution is also bound by its
+    sliding window, which sends one beat of at most ``C`` elements per cycle: :func:`conv_cycles`). Layers with
+    weights in logic are unrolled fully. Layers with a folding keep it. Returns a new network."""
     if isinstance(target_cycles, bool) or not isinstance(target_cycles, (int, np.integer)) or target_cycles < 1:
         raise HwnetError(f"target cycles must be a positive integer, got {target_cycles!r}")
     layers = []
     for layer in network.layers:
         if isinstance(layer, Dense) and layer.weight_storage == "logic":
             layer = layer.with_folding(layer.out_features, layer.in_features)
-        elif isinstance(layer, Dense) and (layer.pe is None or layer.simd is None):
-            best = None
-            pes = [layer.pe] if layer.pe else _divisors(layer.out_features)
-            simds = [layer.simd] if layer.simd else _divisors(layer.in_features)
+        elif isinstance(layer, (Dense, Conv2d)) and (layer.pe is None or layer.simd is None):
+            dense = layer.matmul if isinstance(layer, Conv2d) else layer
+            pes = [layer.pe] if layer.pe else _divisors(dense.out_features)
+            simds = [layer.simd] if layer.simd else _divisors(dense.in_features)
+            options = []
             for pe in pes:
                 for simd in simds:
-                    cycles = (layer.out_features // pe) * (layer.in_features // simd) * layer.planes
-                    key = (cycles > target_cycles, pe * simd if cycles <= target_cycles else cycles, pe)
-                    if best is None or key < best[0]:
-                        best = (key, pe, simd)
-            layer = layer.with_folding(best[1], best[2])
+                    if isinstance(layer, Conv2d):
+                        cycles = conv_cycles(layer, pe, simd)
+                    else:
+                        cycles = (layer.out_features // pe) * (layer.in_features // simd) * layer.planes
+                    options.append((cycles, pe, simd))
+            target = max(target_cycles, min(o[0] for o in options))
+            _, pe, simd = min((o for o in options if o[0] <= target), key=lambda o: (o[1] * o[2], o[1]))
+            layer = layer.with_folding(pe, simd)
         layers.append(layer)
     return network.replace_layers(layers)
+
+
+def window_simd(layer, pe=None, simd=None):
+    """Elements per beat of the sliding window feeding the :class:`~hwnet.ir.Conv2d` ``layer`` at folding
+    (``pe``, ``simd``; default the layer's): the fewest that keep up with the matrix-vector unit (a patch in no
+    more beats than the unit's cycles per patch), among the divisors of the input channels ``C``; ``C`` when
+    none does."""
+    pe, simd = pe or layer.pe, simd or layer.simd
+    per_patch = (layer.out_channels // pe) * (layer.patch_size // simd) * layer.matmul.planes
+    channels = layer.in_channels
+    return next((d for d in _divisors(channels) if layer.patch_size // d <= per_patch), channels)
+
+
+def conv_cycles(layer, pe, simd):
+    """Cycles per image of a :class:`~hwnet.ir.Conv2d` at folding (``pe``, ``simd``): the slower of its
+    matrix-vector unit (``OH * OW * nf * sf * planes``) and its sliding window (:attr:`WindowGeometry.cycles`)."""
+    oh, ow, _ = layer.out_shape
+    mvau = oh * ow * (layer.out_channels // pe) * (layer.patch_size // simd) * layer.matmul.planes
+    window = WindowGeometry(in_shape=layer.in_shape, kernel=(layer.kernel_h, layer.kernel_w), stride=layer.stride,
+                            padding=layer.padding, simd=window_simd(layer, pe, simd))
+    return max(mvau, window.cycles)
 
 
 def pe_kind(layer):
@@ -247,6 +276,8 @@ class ThresholdStage:
     def beats(self):
         return self.size // self.lanes
 
+    in_size = out_size = property(lambda self: self.size)
+
     @property
     def lanes_in(self):
         return self.lanes
@@ -288,6 +319,9 @@ class DenseStage:
         ``"parallel"`` (one comparator per threshold) or ``"binary"`` (a pipelined binary search).
     out_type : DataType
         Output element type: the thresholded type, or ``acc_type`` for a raw layer.
+    vectors : int
+        Input vectors per inference: 1 for a dense layer, ``OH * OW`` patches for a convolution (whose output
+        pixels then leave one after another, ``nf`` beats of ``pe`` channels each: NHWC).
     """
     name: str
     in_features: int
@@ -307,6 +341,7 @@ class DenseStage:
     thresholds: tuple
     threshold_search: str
     raw: bool
+    vectors: int = 1
 
     @property
     def kind(self):
@@ -332,7 +367,16 @@ class DenseStage:
 
     @property
     def cycles(self):
-        return self.nf * self.sf * self.planes
+        """Cycles per inference: ``vectors * nf * sf * planes``."""
+        return self.vectors * self.nf * self.sf * self.planes
+
+    @property
+    def in_size(self):
+        return self.vectors * self.in_features
+
+    @property
+    def out_size(self):
+        return self.vectors * self.out_features
 
     @property
     def levels(self):
@@ -361,6 +405,160 @@ class DenseStage:
 
 
 @dataclass(frozen=True)
+class WindowGeometry:
+    """Shapes and timing of a sliding-window unit (:class:`hwnet.gateware.window.SlidingWindow`, whose module
+    documentation explains the line buffer and derives the timing): pure arithmetic, shared by the unit and the
+    compiler's cycle model.
+
+    ``rows`` None means the default ``KH + sh`` line buffer rows.
+    """
+    in_shape: tuple
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    simd: int
+    rows: int = None
+
+    def __post_init__(self):
+        if self.rows is None:
+            object.__setattr__(self, "rows", self.kernel[0] + self.stride[0])
+
+    @property
+    def out_shape(self):
+        """``(OH, OW, C)``: output pixels (patches) per image, and the channels."""
+        (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = (self.in_shape, self.kernel, self.stride,
+                                                                      self.padding)
+        return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1, c
+
+    @property
+    def patch_size(self):
+        return self.kernel[0] * self.kernel[1] * self.in_shape[2]
+
+    @property
+    def in_beats(self):
+        """Input beats per image: ``H * W * C / simd``."""
+        h, w, c = self.in_shape
+        return h * w * c // self.simd
+
+    @property
+    def out_beats(self):
+        """Output beats per image: ``OH * OW * KH * KW * C / simd``."""
+        oh, ow, _ = self.out_shape
+        return oh * ow * self.patch_size // self.simd
+
+    @property
+    def depth(self):
+        """Words of the line buffer: ``rows * W * C / simd``."""
+        _, w, c = self.in_shape
+        return self.rows * w * c // self.simd
+
+    def row_span(self, oy):
+        """``(low, need)``: output row ``oy`` reads the input rows ``low .. need - 1``."""
+        h, top, kh, sh = self.in_shape[0], self.padding[0], self.kernel[0], self.stride[0]
+        return max(0, min(oy * sh - top, h)), max(1, min(oy * sh + kh - top, h))
+
+    @property
+    def min_rows(self):
+        """The fewest line buffer rows free of deadlock: the most input rows one output row reads (at least 1)."""
+        spans = (self.row_span(oy) for oy in range(self.out_shape[0]))
+        return max(1, max(need - low for low, need in spans))
+
+    @property
+    def image_gap(self):
+        """Cycles the output waits between two images in steady state with no stalls, for an output-bound layer
+        (``sh * W <= OW * KH * KW``, ``rows >= KH + sh``): the input beats of the next image's first output row
+        that do not fit into the ring while the current image's last output row is read."""
+        h, w, c = self.in_shape
+        low_last, _ = self.row_span(self.out_shape[0] - 1)
+        _, need_first = self.row_span(0)
+        return max(0, h + need_first - (low_last + self.rows)) * w * c // self.simd
+
+    @property
+    def cycles(self):
+        """Cycles per image in steady state with no stalls: ``max(out_beats + image_gap, in_beats)``."""
+        return max(self.out_beats + self.image_gap, self.in_beats)
+
+
+@dataclass(frozen=True)
+class WindowStage:
+    """A sliding-window (im2col) unit in front of a convolution's matrix-vector unit.
+
+    ``pad_code`` is the wire code of the padding value; elements are ``dtype`` in and out, ``geometry.simd`` per
+    beat.
+    """
+    name: str
+    geometry: WindowGeometry
+    pad_code: int
+    dtype: DataType
+
+    in_type = out_type = property(lambda self: self.dtype)
+    lanes_in = lanes_out = property(lambda self: self.geometry.simd)
+    cycles = property(lambda self: self.geometry.cycles)
+
+    @property
+    def in_size(self):
+        return int(np.prod(self.geometry.in_shape))
+
+    @property
+    def out_size(self):
+        """Elements per image out: every patch, ``OH * OW * KH * KW * C``."""
+        oh, ow, _ = self.geometry.out_shape
+        return oh * ow * self.geometry.patch_size
+
+    @property
+    def memory_bits(self):
+        """The line buffer: ``rows * W * C * bits``."""
+        return self.geometry.depth * self.geometry.simd * self.dtype.bits
+
+    def unit_arguments(self):
+        """Keyword arguments of its :class:`~hwnet.gateware.window.SlidingWindow`."""
+        g = self.geometry
+        return dict(in_shape=g.in_shape, kernel=g.kernel, stride=g.stride, padding=g.padding, pad_code=self.pad_code,
+                    simd=g.simd, bits=self.dtype.bits, rows=g.rows)
+
+
+@dataclass(frozen=True)
+class PoolStage:
+    """A streaming max-pool over NHWC images, ``simd`` elements per beat (one beat per cycle)."""
+    name: str
+    in_shape: tuple
+    kernel: tuple
+    stride: tuple
+    simd: int
+    dtype: DataType
+
+    in_type = out_type = property(lambda self: self.dtype)
+    lanes_in = lanes_out = property(lambda self: self.simd)
+
+    @property
+    def out_shape(self):
+        (h, w, c), (kh, kw), (sh, sw) = self.in_shape, self.kernel, self.stride
+        return (h - kh) // sh + 1, (w - kw) // sw + 1, c
+
+    @property
+    def in_size(self):
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_size(self):
+        return int(np.prod(self.out_shape))
+
+    @property
+    def cycles(self):
+        """One input beat per cycle: ``H * W * C / simd``."""
+        return self.in_size // self.simd
+
+    @property
+    def memory_bits(self):
+        """The row accumulator: ``OW * C * bits``."""
+        return self.out_shape[1] * self.in_shape[2] * self.dtype.bits
+
+    def unit_arguments(self):
+        """Keyword arguments of its :class:`~hwnet.gateware.pool.MaxPool`."""
+        return dict(in_shape=self.in_shape, kernel=self.kernel, stride=self.stride, simd=self.simd, dtype=self.dtype)
+
+
+@dataclass(frozen=True)
 class DesignPlan:
     """The whole design: stages in stream order and the network they implement."""
     name: str
@@ -383,8 +581,7 @@ class DesignPlan:
 
     @property
     def output_size(self):
-        s = self.stages[-1]
-        return s.size if isinstance(s, ThresholdStage) else s.out_features
+        return self.stages[-1].out_size
 
     @property
     def output_lanes(self):
@@ -410,13 +607,23 @@ class DesignPlan:
             if isinstance(s, DenseStage):
                 stages.append({"name": s.name, "kind": "dense", "pe_kind": s.kind, "in": s.in_features,
                                "out": s.out_features, "pe": s.pe, "simd": s.simd, "nf": s.nf, "sf": s.sf,
-                               "planes": s.planes, "cycles": s.cycles,
+                               "planes": s.planes, "vectors": s.vectors, "cycles": s.cycles,
                                "in_type": s.in_type.name, "weight_type": s.weight_type.name,
                                "out_type": s.out_type.name, "acc_type": s.acc_type.name,
                                "acc_bits": s.acc_bits, "threshold_search": s.threshold_search if not s.raw else None,
                                "weight_bits": s.weight_bits, "threshold_bits": s.threshold_bits,
                                "weights": "logic" if s.weights_in_logic else
                                f"{s.pe} x {s.depth} words x {s.simd * s.lane_bits} bits"})
+            elif isinstance(s, WindowStage):
+                g = s.geometry
+                stages.append({"name": s.name, "kind": "window", "in_shape": list(g.in_shape),
+                               "out_shape": list(g.out_shape), "kernel": list(g.kernel), "stride": list(g.stride),
+                               "padding": list(g.padding), "pad_code": s.pad_code, "simd": g.simd, "rows": g.rows,
+                               "type": s.dtype.name, "cycles": s.cycles, "line_buffer_bits": s.memory_bits})
+            elif isinstance(s, PoolStage):
+                stages.append({"name": s.name, "kind": "maxpool", "in_shape": list(s.in_shape),
+                               "out_shape": list(s.out_shape), "kernel": list(s.kernel), "stride": list(s.stride),
+                               "simd": s.simd, "type": s.dtype.name, "cycles": s.cycles})
             else:
                 stages.append({"name": s.name, "kind": "threshold", "size": s.size, "lanes": s.lanes,
                                "in_type": s.in_type.name, "out_type": s.out_type.name,
@@ -452,10 +659,6 @@ def _weight_images(layer, planes):
 
 
 def _dense_stage(layer, threshold_search=None):
-    what = f"layer {layer.name!r}"
-    if layer.pe is None or layer.simd is None:
-        raise HwnetError(f"{what}: no folding; set pe/simd in the IR or let the compiler choose "
-                         f"(hwnet compile --target-cycles N)")
     kind = pe_kind(layer)
     products = None if layer.products is None else tuple(tuple(int(v) for v in row) for row in layer.products)
     arith = Arithmetic(kind, layer.weight_type, layer.in_type, products)
@@ -499,31 +702,59 @@ def _threshold_stage(layer, lanes):
                           out_type=layer.out_type, thresholds=t)
 
 
-def plan(network, *, threshold_search=None):
-    """Lower ``network`` (with folding set on every dense layer) into a :class:`DesignPlan`.
+def _input_lanes(layer, lanes_out):
+    """Elements per beat a layer's first stage takes, when the stage before it gives ``lanes_out`` (None at the
+    network's input)."""
+    if isinstance(layer, Dense):
+        return layer.simd
+    if isinstance(layer, Conv2d):
+        return window_simd(layer)
+    if isinstance(layer, MaxPool2d):
+        return math.gcd(lanes_out or layer.in_shape[2], layer.in_shape[2])
+    return lanes_out or 1
 
+
+def plan(network, *, threshold_search=None):
+    """Lower ``network`` (with folding set on every dense and convolution layer) into a :class:`DesignPlan`.
+
+    A :class:`~hwnet.ir.Conv2d` becomes a :class:`WindowStage` (:func:`window_simd` elements per beat) and a
+    :class:`DenseStage` over its ``OH * OW`` patches; a :class:`~hwnet.ir.MaxPool2d` a :class:`PoolStage` taking
+    the beats of the stage before it (``gcd`` of its lanes and the channels).
     ``threshold_search`` (``"parallel"`` or ``"binary"``) forces how every thresholded dense layer compares;
     None chooses per layer (parallel up to :data:`PARALLEL_MAX_THRESHOLDS` thresholds per channel).
     """
     if threshold_search not in (None, "parallel", "binary"):
         raise HwnetError(f"threshold search must be 'parallel' or 'binary', not {threshold_search!r}")
     for layer in network.layers:  # refused up front: no other stage's error may hide this one
-        if isinstance(layer, (Conv2d, MaxPool2d)):
-            raise HwnetError(f"layer {layer.name!r}: {layer.op} has no hardware yet; the golden model "
-                             f"(hwnet.golden.execute) runs it, the compiler takes threshold and dense layers only")
+        if isinstance(layer, MaxPool2d) and (layer.stride[0] < layer.kernel[0] or layer.stride[1] < layer.kernel[1]):
+            raise HwnetError(f"layer {layer.name!r}: overlapping max-pooling (stride {layer.stride} < kernel "
+                             f"{layer.kernel}) has no hardware yet; use stride >= kernel")
+        if isinstance(layer, (Dense, Conv2d)) and (layer.pe is None or layer.simd is None):
+            raise HwnetError(f"layer {layer.name!r}: no folding; set pe/simd in the IR or let the compiler "
+                             f"choose (hwnet compile --target-cycles N)")
     stages = []
     layers = network.layers
     for i, layer in enumerate(layers):
+        lanes_out = stages[-1].lanes_out if stages else None
         if isinstance(layer, Dense):
             stages.append(_dense_stage(layer, threshold_search))
+        elif isinstance(layer, Conv2d):
+            geometry = WindowGeometry(in_shape=layer.in_shape, kernel=(layer.kernel_h, layer.kernel_w),
+                                      stride=layer.stride, padding=layer.padding, simd=window_simd(layer))
+            stages.append(WindowStage(name=f"{layer.name}_window", geometry=geometry,
+                                      pad_code=int(layer.in_type.encode([layer.pad_value])[0]), dtype=layer.in_type))
+            oh, ow, _ = layer.out_shape
+            stages.append(replace(_dense_stage(layer.matmul, threshold_search), vectors=oh * ow))
+        elif isinstance(layer, MaxPool2d):
+            stages.append(PoolStage(name=layer.name, in_shape=layer.in_shape, kernel=layer.kernel,
+                                    stride=layer.stride, simd=_input_lanes(layer, lanes_out), dtype=layer.in_type))
         elif isinstance(layer, MultiThreshold):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             if isinstance(nxt, MultiThreshold):
                 raise HwnetError(f"layer {layer.name!r}: two threshold layers in a row; merge them")
-            lanes = nxt.simd if isinstance(nxt, Dense) and nxt.simd else 1
+            lanes = 1 if nxt is None else _input_lanes(nxt, None)
             stages.append(_threshold_stage(layer, lanes))
         else:  # pragma: no cover - Network validates ops
             raise HwnetError(f"no hardware for layer {layer!r}")
     return DesignPlan(name=network.name, input_type=network.input_type, input_size=network.input_size,
                       stages=tuple(stages), network=network)
-

@@ -506,6 +506,19 @@ class Conv2d:
         self.matmul.bind(in_type, self.patch_size)
         self.in_type, self.pad_value = in_type, pad
 
+    def replace(self, **changes):
+        """A copy of this layer with some constructor arguments changed (validated like a new layer)."""
+        args = dict(weights=self.weights, weight_type=self.weight_type, in_shape=self.in_shape, stride=self.stride,
+                    padding=self.padding, pad_value=self._pad_value, thresholds=self.thresholds,
+                    out_type=self.out_type if self.thresholds is not None else None, products=self.products,
+                    pe=self.pe, simd=self.simd, name=self.name)
+        args.update(changes)
+        return Conv2d(**args)
+
+    def with_folding(self, pe, simd):
+        """A copy of this layer with another folding (validated)."""
+        return self.replace(pe=pe, simd=simd)
+
     def header(self, arrays):
         h = self.matmul.header(arrays)  # weight type, thresholds, out_type, products, acc_type, pe, simd
         arrays[f"{self.name}.weights"] = self.weights.astype(_narrow_dtype(self.weights))

@@ -323,20 +323,6 @@ def test_bad_conv_ir_is_one_clear_error(make, match):
     assert "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("culprit", ["c1", "p1"])
-def test_compiler_refuses_conv_and_pool(culprit):
-    net, _ = _chain(np.random.default_rng(8))
-    if culprit == "p1":  # a network whose only new op is the pool
-        net = ir.Network(input_type="uint4", input_size=32, layers=[
-            ir.MaxPool2d(in_shape=(4, 4, 2), kernel=2, name="p1"),
-            ir.Dense(weights=np.ones((2, 8), int), pe=1, simd=1, name="fc")])
-    op = {"c1": "conv2d", "p1": "maxpool2d"}[culprit]
-    for candidate in (net, compiler.choose_folding(net)):
-        with pytest.raises(HwnetError, match=rf"^layer '{culprit}': {op} has no hardware yet; ") as exc:
-            compiler.plan(candidate)
-        assert "\n" not in str(exc.value)
-
-
 def test_threshold_layer_after_a_bipolar_conv():
     # A bipolar-output layer hands bits on; a MultiThreshold after it must still see its +-1 values.
     w = np.array([[[[1]]], [[[-1]]]])                                       # 1x1 kernels, 2 output channels

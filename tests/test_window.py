@@ -190,7 +190,7 @@ def test_throughput_and_latency(case):
     assert source.cycles[:dut.rows * wcf] == list(range(dut.rows * wcf))
     # output: the first beat `latency` cycles after the last beat of the rows the first patch row reads, then
     # one beat per cycle, each image `out_beats + image_gap` cycles after the one before
-    need = dut._row_span(0)[1]
+    need = dut.geometry.row_span(0)[1]
     first = source.cycles[need * wcf - 1] + dut.latency
     period = dut.out_beats + dut.image_gap
     assert dut.latency == 3

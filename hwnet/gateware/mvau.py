@@ -77,7 +77,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         ``last`` is ignored: the unit knows its vector length.
     o : ``Out(stream.Signature(beat_layout(stage.pe, stage.out_type.bits)))``
         Output vectors, ``stage.nf`` beats each, ``pe`` lanes of ``stage.out_type`` per beat; ``last`` is set
-        on the final beat of every vector. A raw layer's lanes are the accumulators
+        on the final beat of every ``stage.vectors``-th vector (the end of an image for a convolution). A raw layer's lanes are the accumulators
         ``arithmetic.step * h + bias`` in two's complement, ``stage.acc_type.bits`` wide.
     """
 
@@ -117,6 +117,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         beat = Signal(range(sf), name="beat")
         plane = Signal(range(planes), name="plane")
         waddr = Signal(range(s.depth), name="waddr")
+        vector = Signal(range(s.vectors), name="vector")  # of the image (a convolution's output pixel)
         in_fold0 = Signal()
         take = Signal()  # this cycle needs a new input beat
         fire = Signal()
@@ -134,6 +135,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
                     m.d.sync += beat.eq(0)
                     with m.If(fold == nf - 1):
                         m.d.sync += fold.eq(0)
+                        if s.vectors > 1:
+                            m.d.sync += vector.eq(Mux(vector == s.vectors - 1, 0, vector + 1))
                     with m.Else():
                         m.d.sync += fold.eq(fold + 1)
                 with m.Else():
@@ -174,7 +177,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
                 v1.eq(fire),
                 first1.eq((beat == 0) & (plane == 0)),
                 last_beat1.eq((beat == sf - 1) & last_plane),
-                last_fold1.eq(fold == nf - 1),
+                last_fold1.eq((fold == nf - 1) & (vector == s.vectors - 1)),
                 fold1.eq(fold),
                 plane1.eq(plane),
                 x_from_in.eq(in_fold0),

@@ -1,14 +1,23 @@
 """A whole network: the stages of a :class:`~hwnet.compiler.DesignPlan` chained by streams.
 
 Each :class:`~hwnet.compiler.DenseStage` becomes a :class:`~hwnet.gateware.mvau.MatrixVectorThresholdUnit`, each
-:class:`~hwnet.compiler.ThresholdStage` a :class:`~hwnet.gateware.threshold.ThresholdUnit`; where a stage's
-output lanes differ from the next stage's input lanes a :class:`~hwnet.gateware.width.WidthConverter` sits
-between them. In front of every matrix-vector unit that has another one upstream sits a :class:`BeatFIFO` that
+:class:`~hwnet.compiler.ThresholdStage` a :class:`~hwnet.gateware.threshold.ThresholdUnit`, each
+:class:`~hwnet.compiler.WindowStage` a :class:`~hwnet.gateware.window.SlidingWindow` and each
+:class:`~hwnet.compiler.PoolStage` a :class:`~hwnet.gateware.pool.MaxPool`; where a stage's output lanes differ
+from the next stage's input lanes a :class:`~hwnet.gateware.width.WidthConverter` sits between them. In front of
+every matrix-vector unit that has a unit other than the input thresholds upstream sits a :class:`BeatFIFO` that
 holds one whole input vector of that unit (plus two beats): a unit takes input only during its first neuron
 fold, so without the queue the unit upstream would stall during the other folds and the network would fall
-short of the throughput of its slowest stage. With the queues, a network with no stalls takes exactly
+short of the throughput of its slowest stage. With the queues, a network with no stalls takes
 ``plan.cycles_per_inference`` cycles per vector in steady state. The queues also cut the combinational
 ``ready`` path, which otherwise runs back through every stage.
+
+Deadlock. The blocks form one chain, each a stream stage whose ``valid`` never waits for its own ``ready``, each
+of which, given input and room at its output, makes progress (the sliding window's writer and reader are
+proven free of deadlock for any line buffer of at least :attr:`~hwnet.compiler.WindowGeometry.min_rows` rows;
+the others hold no state that waits on anything but their own two streams). A chain of such stages cannot
+deadlock whatever the queue depths; the queues only set throughput. The network tests check it under random
+stalls on both ends.
 
 :func:`generate_verilog` turns the top into a Verilog module.
 """
@@ -20,12 +29,14 @@ from amaranth.hdl import Module
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..compiler import DenseStage, DesignPlan, ThresholdStage
+from ..compiler import DenseStage, DesignPlan, PoolStage, ThresholdStage, WindowStage
 from ..errors import HwnetError
 from ._common import beat_signature, check_positive_int, validating
 from .mvau import MatrixVectorThresholdUnit, check_dense_stage
+from .pool import MaxPool
 from .threshold import ThresholdUnit, check_threshold_stage
 from .width import WidthConverter
+from .window import SlidingWindow
 
 __all__ = ["NetworkTop", "BeatFIFO", "generate_verilog"]
 
@@ -90,8 +101,8 @@ class NetworkTop(wiring.Component):
     plan : :class:`~hwnet.compiler.DesignPlan`
         From :func:`hwnet.compiler.plan`.
     fifos : bool
-        Put a :class:`BeatFIFO` of ``sf + 2`` beats in front of every matrix-vector unit that has another one
-        upstream (default). Without them the design is smaller and still exact, but slower than the slowest stage.
+        Put a :class:`BeatFIFO` of ``sf + 2`` beats in front of every matrix-vector unit that has a unit other
+        than the input thresholds upstream (default). Without them the design is smaller and still exact, but slower than the slowest stage.
 
     Members
     -------
@@ -114,7 +125,7 @@ class NetworkTop(wiring.Component):
                     check_dense_stage(stage)
                 elif isinstance(stage, ThresholdStage):
                     check_threshold_stage(stage)
-                else:
+                elif not isinstance(stage, (WindowStage, PoolStage)):
                     raise HwnetError(f"no gateware for stage {type(stage).__name__}")
             for prev, nxt in zip(plan.stages, plan.stages[1:]):
                 if prev.out_type != nxt.in_type:
@@ -153,12 +164,17 @@ class NetworkTop(wiring.Component):
                 if prev.lanes_out != stage.lanes_in:
                     blocks.append((f"s{index - 1}_to_s{index}_width", WidthConverter,
                                    dict(in_lanes=prev.lanes_out, out_lanes=stage.lanes_in, bits=prev.out_type.bits)))
-                upstream_dense = any(isinstance(s, DenseStage) for s in stages[:index])
-                if self._fifos and isinstance(stage, DenseStage) and upstream_dense:
+                upstream = any(not isinstance(s, ThresholdStage) for s in stages[:index])
+                if self._fifos and isinstance(stage, DenseStage) and upstream:
                     blocks.append((f"s{index}_fifo", BeatFIFO,
                                    dict(lanes=stage.simd, bits=stage.in_type.bits, depth=self.fifo_depth(stage))))
-            unit = MatrixVectorThresholdUnit if isinstance(stage, DenseStage) else ThresholdUnit
-            blocks.append((_submodule_name(index, stage), unit, dict(stage=stage)))
+            if isinstance(stage, WindowStage):
+                blocks.append((_submodule_name(index, stage), SlidingWindow, stage.unit_arguments()))
+            elif isinstance(stage, PoolStage):
+                blocks.append((_submodule_name(index, stage), MaxPool, stage.unit_arguments()))
+            else:
+                unit = MatrixVectorThresholdUnit if isinstance(stage, DenseStage) else ThresholdUnit
+                blocks.append((_submodule_name(index, stage), unit, dict(stage=stage)))
         return blocks
 
     def elaborate(self, platform):

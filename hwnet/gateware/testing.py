@@ -25,11 +25,11 @@ from amaranth.sim import Simulator
 
 from ..compiler import pack_lanes, unpack_lanes
 from ..datatypes import parse_type
-from ..ir import Dense, MultiThreshold, Network
+from ..ir import Conv2d, Dense, MaxPool2d, MultiThreshold, Network
 
 __all__ = ["SimulationTimeout", "StreamSource", "StreamSink", "run_simulation", "simulate_stream",
            "vectors_to_beats", "beats_to_vectors", "run_vectors", "run_plan", "assert_equal_vectors",
-           "random_network", "random_dense", "random_folding", "random_layer_specs", "random_inputs", "divisors"]
+           "random_network", "random_dense", "random_conv", "random_cnn", "random_folding", "random_layer_specs", "random_inputs", "divisors"]
 
 CLOCK_PERIOD = 1e-6
 
@@ -339,6 +339,57 @@ def random_dense(rng, in_features, out_features, *, name, in_type="bipolar", wei
     out_type = parse_type(out_type)
     t = _random_thresholds(rng, out_features, out_type.num_values - 1, lo, hi)
     return Dense(thresholds=t, out_type=out_type, **common)
+
+
+def random_conv(rng, in_shape, out_channels, *, name, kernel, stride=1, padding=0, pad_value=None,
+                in_type="bipolar", weight_type="bipolar", raw=False, out_type="bipolar", pe=None, simd=None,
+                max_cycles=None, products=False):
+    """A random :class:`~hwnet.ir.Conv2d` over ``in_shape`` images: the weights, thresholds, products table and
+    folding of a :func:`random_dense` over its patches (``max_cycles`` bounds the cycles per patch)."""
+    kh, kw = (kernel, kernel) if np.ndim(kernel) == 0 else kernel
+    c = in_shape[2]
+    dense = random_dense(rng, kh * kw * c, out_channels, name=name, in_type=in_type, weight_type=weight_type,
+                         raw=raw, out_type=out_type, pe=pe, simd=simd, max_cycles=max_cycles, products=products)
+    return Conv2d(weights=dense.weights.reshape(out_channels, kh, kw, c), weight_type=dense.weight_type,
+                  in_shape=in_shape, stride=stride, padding=padding, pad_value=pad_value,
+                  thresholds=dense.thresholds, out_type=None if raw else dense.out_type, products=dense.products,
+                  pe=dense.pe, simd=dense.simd, name=name)
+
+
+def random_cnn(rng, *, max_cycles=None):
+    """A small random convolutional network: an input type, one or two random convolutions (kernel, stride,
+    padding, pad value, weight and output types, folding), a max-pool where it fits, a last dense layer (raw
+    or thresholded). Images of 3..7 pixels a side and 1..4 channels, for simulation."""
+    input_type = parse_type(str(rng.choice(["bipolar", "uint3", "int4", "ternary"])))
+    shape = (int(rng.integers(3, 8)), int(rng.integers(3, 8)), int(rng.integers(1, 5)))
+    layers, t = [], input_type
+    for k in range(int(rng.integers(1, 3))):
+        spec = random_layer_specs(rng, 1, logic_ok=[False])[0]
+        spec.pop("bit_serial", None)  # a convolution's weights are evaluated all planes at once
+        out_type = spec.pop("out_type")
+        kh, kw = int(rng.integers(1, min(3, shape[0]) + 1)), int(rng.integers(1, min(3, shape[1]) + 1))
+        padding = tuple(int(v) for v in rng.integers(0, 2, size=4))
+        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        legal = t.values()
+        pad_value = None if rng.random() < 0.5 else int(rng.choice(legal))
+        conv = random_conv(rng, shape, int(rng.choice([2, 3, 4])), name=f"conv{k}", kernel=(kh, kw), stride=stride,
+                           padding=padding, pad_value=pad_value, in_type=t, out_type=out_type,
+                           max_cycles=max_cycles, **spec)
+        layers.append(conv)
+        t, shape = parse_type(out_type), conv.out_shape
+        if rng.random() < 0.6 and shape[0] >= 2 and shape[1] >= 2:
+            kernel = (2, 2) if rng.random() < 0.7 else (1, 2)
+            stride = kernel if rng.random() < 0.7 else (kernel[0] + 1, kernel[1])
+            if stride[0] <= shape[0]:
+                pool = MaxPool2d(in_shape=shape, kernel=kernel, stride=stride, name=f"pool{k}")
+                layers.append(pool)
+                shape = pool.out_shape
+    size = int(np.prod(shape))
+    raw = bool(rng.random() < 0.6)
+    layers.append(random_dense(rng, size, int(rng.choice([3, 4, 5])), name="fc", in_type=t, raw=raw,
+                               out_type=str(rng.choice(["bipolar", "uint2"])), max_cycles=max_cycles))
+    return Network(input_type=input_type, input_size=int(np.prod(layers[0].in_shape)), layers=layers,
+                   name="random_cnn")
 
 
 def random_network(rng, *, input_size, hidden, outputs, input_type="bipolar", last_raw=True,

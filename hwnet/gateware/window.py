@@ -61,20 +61,19 @@ An output beat is valid :attr:`SlidingWindow.latency` (3) cycles after the cycle
 depends on was accepted, when nothing else holds it back.
 """
 
+from dataclasses import replace
+
 from amaranth.hdl import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..compiler import WindowGeometry
 from ..errors import HwnetError
 from ..ir import Conv2d, _int_tuple, _is_int
 from ._common import beat_signature, check_positive_int, validating
 
 __all__ = ["SlidingWindow"]
-
-
-def _clip(value, lo, hi):
-    return max(lo, min(value, hi))
 
 
 class SlidingWindow(wiring.Component):
@@ -130,18 +129,19 @@ class SlidingWindow(wiring.Component):
                 raise HwnetError(f"pad_code must be a {self._bits}-bit wire code (0 .. {(1 << self._bits) - 1}), "
                                  f"got {pad_code!r}")
             self._pad_code = int(pad_code)
+            self._geometry = WindowGeometry(in_shape=self._in_shape, kernel=self._kernel, stride=self._stride,
+                                            padding=self._padding, simd=self._simd)
             oh, ow, _ = self.out_shape
             if oh < 1 or ow < 1:
                 raise HwnetError(f"a {kh}x{kw} kernel with stride {self._stride} does not fit the {h}x{w} input "
                                  f"padded by (top, bottom, left, right) = {self._padding} (output {oh}x{ow}); use "
                                  f"a smaller kernel or more padding")
-            if rows is None:
-                self._rows = kh + self._stride[0]
-            else:
-                self._rows = check_positive_int(rows, "rows")
-                if self._rows < self.min_rows:
-                    raise HwnetError(f"rows={self._rows} line buffer rows cannot hold the {self.min_rows} input "
+            if rows is not None:
+                rows = check_positive_int(rows, "rows")
+                if rows < self.min_rows:
+                    raise HwnetError(f"rows={rows} line buffer rows cannot hold the {self.min_rows} input "
                                      f"rows one output row reads; use at least {self.min_rows}")
+                self._geometry = replace(self._geometry, rows=rows)
         super().__init__({
             "i": In(beat_signature(self._simd, self._bits)),
             "o": Out(beat_signature(self._simd, self._bits)),
@@ -167,58 +167,24 @@ class SlidingWindow(wiring.Component):
     pad_code = property(lambda self: self._pad_code)
     simd = property(lambda self: self._simd)
     bits = property(lambda self: self._bits)
-    rows = property(lambda self: self._rows, doc="Row slots of the line buffer.")
-
-    @property
-    def out_shape(self):
-        """``(OH, OW, C)``: output pixels (patches) per image, and the channels."""
-        (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = (self._in_shape, self._kernel, self._stride,
-                                                                      self._padding)
-        return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1, c
-
-    @property
-    def in_beats(self):
-        """Input beats per image: ``H * W * C / simd``."""
-        h, w, c = self._in_shape
-        return h * w * c // self._simd
-
-    @property
-    def out_beats(self):
-        """Output beats per image: ``OH * OW * KH * KW * C / simd``."""
-        oh, ow, c = self.out_shape
-        return oh * ow * self._kernel[0] * self._kernel[1] * c // self._simd
-
-    @property
-    def depth(self):
-        """Words of the line buffer: ``rows * W * C / simd``."""
-        h, w, c = self._in_shape
-        return self._rows * w * c // self._simd
+    rows = property(lambda self: self._geometry.rows, doc="Row slots of the line buffer.")
+    geometry = property(lambda self: self._geometry,
+                        doc="The unit's :class:`~hwnet.compiler.WindowGeometry`: shapes, line buffer and timing.")
+    out_shape = property(lambda self: self._geometry.out_shape,
+                         doc="``(OH, OW, C)``: output pixels (patches) per image, and the channels.")
+    in_beats = property(lambda self: self._geometry.in_beats, doc="Input beats per image: ``H * W * C / simd``.")
+    out_beats = property(lambda self: self._geometry.out_beats,
+                         doc="Output beats per image: ``OH * OW * KH * KW * C / simd``.")
+    depth = property(lambda self: self._geometry.depth, doc="Words of the line buffer: ``rows * W * C / simd``.")
+    min_rows = property(lambda self: self._geometry.min_rows,
+                        doc="The fewest line buffer rows free of deadlock: the most input rows one output row reads.")
+    image_gap = property(lambda self: self._geometry.image_gap,
+                         doc="Steady-state cycles between two images' outputs (:attr:`WindowGeometry.image_gap`).")
 
     @property
     def memory_bits(self):
         """Bits of the line buffer: ``rows * W * C * bits``."""
         return self.depth * self._simd * self._bits
-
-    def _row_span(self, oy):
-        """``(low, need)``: output row ``oy`` reads the input rows ``low .. need - 1``."""
-        h, top, kh, sh = self._in_shape[0], self._padding[0], self._kernel[0], self._stride[0]
-        return _clip(oy * sh - top, 0, h), _clip(oy * sh + kh - top, 1, h)
-
-    @property
-    def min_rows(self):
-        """The fewest line buffer rows free of deadlock: the most input rows one output row reads (at least 1)."""
-        spans = (self._row_span(oy) for oy in range(self.out_shape[0]))
-        return max(1, max(need - low for low, need in spans))
-
-    @property
-    def image_gap(self):
-        """Cycles the output waits between two images in steady state with no stalls, for an output-bound layer
-        (``sh * W <= OW * KH * KW``, ``rows >= KH + sh``): the input beats of the next image's first output
-        row that do not fit into the ring while the current image's last output row is read."""
-        h, w, c = self._in_shape
-        low_last, _ = self._row_span(self.out_shape[0] - 1)
-        _, need_first = self._row_span(0)
-        return max(0, h + need_first - (low_last + self._rows)) * w * c // self._simd
 
     @property
     def latency(self):
@@ -230,7 +196,7 @@ class SlidingWindow(wiring.Component):
         (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = (self._in_shape, self._kernel, self._stride,
                                                                       self._padding)
         oh, ow, _ = self.out_shape
-        simd, bits, rows = self._simd, self._bits, self._rows
+        simd, bits, rows = self._simd, self._bits, self.rows
         cf = c // simd           # beats per pixel
         wcf = w * cf             # words per row slot
         depth = rows * wcf
