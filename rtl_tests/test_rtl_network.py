@@ -65,3 +65,17 @@ def test_trained_digits_network_whole_test_split(trained_digits):
     # and what it classifies is what the torch model classifies, sample by sample
     from hwnet.train.trainer import predict
     np.testing.assert_array_equal(golden.classify(res.outputs), predict(model, ds.test_x))
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_random_cnns_bit_exact_with_stalls(seed):
+    from hwnet.gateware.testing import random_cnn, random_inputs
+    rng = np.random.default_rng(seed)
+    net = random_cnn(rng, max_cycles=16)
+    x = random_inputs(rng, net, 40)
+    expected = golden.execute(net, x)
+    for stall_in, stall_out in ((0.0, 0.0), (0.5, 0.5)):
+        plan, res = _run(net, x, stall_in=stall_in, stall_out=stall_out, seed=seed)
+        np.testing.assert_array_equal(res.outputs, expected, err_msg=f"stalls {stall_in}/{stall_out}")
+        if stall_in == stall_out == 0.0:
+            assert res.interval == plan.cycles_per_inference
