@@ -29,11 +29,18 @@ from .errors import HwnetError
 from .ir import Conv2d, Dense, MaxPool2d, MultiThreshold
 
 __all__ = ["choose_folding", "set_hardware_choices", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "WindowStage",
-           "PoolStage", "WindowGeometry", "window_simd", "Arithmetic", "pe_kind",
+           "PoolStage", "WindowGeometry", "window_simd", "conv_cycles", "Arithmetic", "pe_kind",
            "PE_KINDS", "pack_lanes", "unpack_lanes", "DEFAULT_TARGET_CYCLES",
-           "PARALLEL_MAX_THRESHOLDS"]
+           "PARALLEL_MAX_THRESHOLDS", "SPRAM_BLOCKS", "SPRAM_BLOCK_WIDTH", "SPRAM_WIDTH", "SPRAM_DEPTH"]
 
 DEFAULT_TARGET_CYCLES = 128
+
+#: The iCE40UP's single-port RAMs as hwnet uses them: four SB_SPRAM256KA (16K x 16) side by side, one pool of
+#: ``SPRAM_DEPTH`` words of ``SPRAM_WIDTH`` bits (:mod:`hwnet.gateware.spram`).
+SPRAM_BLOCKS = 4
+SPRAM_BLOCK_WIDTH = 16
+SPRAM_WIDTH = SPRAM_BLOCKS * SPRAM_BLOCK_WIDTH
+SPRAM_DEPTH = 16384
 
 #: Processing element kinds, by weight type (and input type): see :func:`pe_kind`.
 PE_KINDS = ("xnor", "addsub", "ternary", "shift", "lut", "bitplane", "bitserial")
@@ -47,21 +54,27 @@ def _divisors(n):
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=()):
-    """A copy of ``network`` with the named dense layers' weights in logic (fully unrolled) and the named
-    ``uint<k>``/``int<k>`` layers bit-serial. Unknown names are refused with the list of dense layers."""
+def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=(), spram=()):
+    """A copy of ``network`` with the named dense layers' weights in logic (fully unrolled), the named
+    ``uint<k>``/``int<k>`` layers bit-serial and the named layers' weights streamed from SPRAM. Unknown names
+    are refused with the list of dense layers."""
     dense = {layer.name: layer for layer in network.dense_layers()}
-    for names in (weights_in_logic, bit_serial):
+    both = sorted(set(weights_in_logic) & set(spram))
+    if both:
+        raise HwnetError(f"layer {both[0]!r}: its weights cannot be both in logic and in SPRAM; choose one")
+    for names in (weights_in_logic, bit_serial, spram):
         unknown = [n for n in names if n not in dense]
         if unknown:
             raise HwnetError(f"no dense layer named {', '.join(map(repr, unknown))}; the dense layers are "
                              f"{', '.join(dense) or 'none'}")
     layers = []
     for layer in network.layers:
-        if isinstance(layer, Dense) and (layer.name in weights_in_logic or layer.name in bit_serial):
+        if isinstance(layer, Dense) and layer.name in (*weights_in_logic, *bit_serial, *spram):
             changes = {"bit_serial": layer.name in bit_serial or layer.bit_serial}
             if layer.name in weights_in_logic:
                 changes.update(pe=layer.out_features, simd=layer.in_features, weight_storage="logic")
+            if layer.name in spram:
+                changes.update(weight_storage="spram")
             layer = layer.replace(**changes)
         layers.append(layer)
     return network.replace_layers(layers)
@@ -319,6 +332,10 @@ class DenseStage:
         ``"parallel"`` (one comparator per threshold) or ``"binary"`` (a pipelined binary search).
     out_type : DataType
         Output element type: the thresholded type, or ``acc_type`` for a raw layer.
+    spram_base : int or None
+        The weights are streamed from the SPRAM pool, :attr:`depth` words of :attr:`word_bits` from this address
+        (every PE's word of one address side by side, PE ``p`` at bits ``[p * simd * lane_bits, ...)``); None:
+        a ROM per PE (or logic).
     vectors : int
         Input vectors per inference: 1 for a dense layer, ``OH * OW`` patches for a convolution (whose output
         pixels then leave one after another, ``nf`` beats of ``pe`` channels each: NHWC).
@@ -342,6 +359,7 @@ class DenseStage:
     threshold_search: str
     raw: bool
     vectors: int = 1
+    spram_base: int = None
 
     @property
     def kind(self):
@@ -392,8 +410,28 @@ class DenseStage:
         return self.out_features * self.levels * self.acc_bits
 
     @property
+    def streamed(self):
+        """The weights come from the SPRAM pool."""
+        return self.spram_base is not None
+
+    @property
+    def word_bits(self):
+        """Bits of all PEs' weights for one cycle: ``pe * simd * lane_bits``."""
+        return self.pe * self.simd * self.lane_bits
+
+    def spram_words(self):
+        """The layer's SPRAM image: per address, every PE's weight word side by side."""
+        width = self.simd * self.lane_bits
+        return [sum(words[a] << (p * width) for p, words in enumerate(self.weight_words))
+                for a in range(self.depth)]
+
+    @property
     def memory_bits(self):
-        return 0 if self.weights_in_logic else self.weight_bits + self.threshold_bits
+        """Bits of ROM the stage needs: weights and thresholds; only thresholds when the weights stream from
+        SPRAM; none for a layer unrolled into logic (one word each: constants)."""
+        if self.weights_in_logic:
+            return 0
+        return (0 if self.streamed else self.weight_bits) + self.threshold_bits
 
     @property
     def lanes_in(self):
@@ -593,12 +631,28 @@ class DesignPlan:
 
     @property
     def cycles_per_inference(self):
-        """Initiation interval in cycles: the slowest stage bounds throughput."""
-        return max(s.cycles for s in self.stages)
+        """Initiation interval in cycles: the slowest stage bounds throughput, and so does the SPRAM pool, which
+        reads one word per cycle for all the layers streaming from it (each reads its words once per
+        inference)."""
+        return max(max(s.cycles for s in self.stages), self.spram_words)
 
     @property
     def memory_bits(self):
         return sum(s.memory_bits for s in self.stages)
+
+    @property
+    def streamed_stages(self):
+        """The dense stages whose weights stream from the SPRAM pool, in address order."""
+        return tuple(s for s in self.stages if isinstance(s, DenseStage) and s.streamed)
+
+    @property
+    def spram_words(self):
+        """Words of the SPRAM pool in use (0: the design has no SPRAM)."""
+        return sum(s.depth for s in self.streamed_stages)
+
+    def spram_image(self):
+        """The words to load into the SPRAM pool at start-up, from address 0 (``SPRAM_WIDTH``-bit integers)."""
+        return [w for s in self.streamed_stages for w in s.spram_words()]
 
     def summary(self):
         """A JSON-serializable design summary."""
@@ -613,7 +667,8 @@ class DesignPlan:
                                "acc_bits": s.acc_bits, "threshold_search": s.threshold_search if not s.raw else None,
                                "weight_bits": s.weight_bits, "threshold_bits": s.threshold_bits,
                                "weights": "logic" if s.weights_in_logic else
-                               f"{s.pe} x {s.depth} words x {s.simd * s.lane_bits} bits"})
+                               f"SPRAM words {s.spram_base}..{s.spram_base + s.depth - 1} x {s.word_bits} bits"
+                               if s.streamed else f"{s.pe} x {s.depth} words x {s.simd * s.lane_bits} bits"})
             elif isinstance(s, WindowStage):
                 g = s.geometry
                 stages.append({"name": s.name, "kind": "window", "in_shape": list(g.in_shape),
@@ -633,7 +688,7 @@ class DesignPlan:
                 "output": {"type": self.output_type.name, "size": self.output_size,
                            "lanes": self.output_lanes, "beats": self.output_beats},
                 "cycles_per_inference": self.cycles_per_inference,
-                "memory_bits": self.memory_bits, "stages": stages}
+                "memory_bits": self.memory_bits, "spram_words": self.spram_words, "stages": stages}
 
 
 def _per_pe(values, pe, nf):
@@ -756,5 +811,27 @@ def plan(network, *, threshold_search=None):
             stages.append(_threshold_stage(layer, lanes))
         else:  # pragma: no cover - Network validates ops
             raise HwnetError(f"no hardware for layer {layer!r}")
+    stages = _allocate_spram(stages, network)
     return DesignPlan(name=network.name, input_type=network.input_type, input_size=network.input_size,
                       stages=tuple(stages), network=network)
+
+
+def _allocate_spram(stages, network):
+    """Give each dense stage of a ``weight_storage="spram"`` layer its region of the SPRAM pool, in stream order;
+    refuse a word wider than the pool or a pool too small."""
+    spram = {layer.name for layer in network.layers if isinstance(layer, Dense) and layer.weight_storage == "spram"}
+    out, base = [], 0
+    for stage in stages:
+        if isinstance(stage, DenseStage) and stage.name in spram:
+            if stage.word_bits > SPRAM_WIDTH:
+                raise HwnetError(f"layer {stage.name!r}: its weights take {stage.word_bits} bits per cycle (pe * "
+                                 f"simd * weight bits = {stage.pe} * {stage.simd} * {stage.lane_bits}) but the "
+                                 f"SPRAM pool gives {SPRAM_WIDTH}; fold it further (smaller pe or simd)")
+            stage = replace(stage, spram_base=base)
+            base += stage.depth
+        out.append(stage)
+    if base > SPRAM_DEPTH:
+        raise HwnetError(f"the weights streamed from SPRAM need {base} words but the pool holds {SPRAM_DEPTH} "
+                         f"({SPRAM_BLOCKS} x {SPRAM_DEPTH} x {SPRAM_BLOCK_WIDTH} bits); keep some layers in "
+                         f"block RAM, or fold them wider so that each word carries more weights")
+    return out

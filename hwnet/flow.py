@@ -33,6 +33,8 @@ __all__ = ["load_model", "compile_design", "load_design", "simulate_design", "lo
 
 TOP_NAME = "hwnet_top"
 DESIGN_FILES = ("network.npz", f"{TOP_NAME}.v", "design.json", "design.md")
+#: A design with weights in SPRAM also gets this file: the SPRAM image, one 64-bit hex word per line.
+SPRAM_IMAGE = "spram.hex"
 
 
 def load_model(path):
@@ -91,13 +93,14 @@ def _design_markdown(summary):
 _FAMILY_NAMES = {"ice40": "iCE40", "ecp5": "ECP5"}
 
 
-def _synthesize(verilog, progress):
-    """Synthesize the top for every family at once (one yosys process each); {family: SynthReport}."""
+def _synthesize(verilogs, progress):
+    """Synthesize the top for every family at once (one yosys process each), from ``verilogs[family]``;
+    {family: SynthReport}."""
     from . import synth
 
     def run(family):
         t0 = time.monotonic()
-        return synth.synthesize(verilog, top=TOP_NAME, family=family), time.monotonic() - t0
+        return synth.synthesize(verilogs[family], top=TOP_NAME, family=family), time.monotonic() - t0
 
     for family in synth.FAMILIES:
         progress(f"synthesizing for {family} (yosys synth_{family})...")
@@ -157,12 +160,17 @@ def compile_design(network, out_dir, *, target_cycles=None, force=False, synth=T
     if progress:
         progress(f"generating Verilog for {len(plan.stages)} stages")
     verilog = cached_verilog(plan, top=TOP_NAME)
-    synthesis = _synthesize(verilog, progress or (lambda msg: None)) if synth else None
+    synthesis = None
+    if synth:  # iCE40 with its SPRAM primitives where weights stream from SPRAM; ECP5 keeps them in block RAM
+        ice40 = cached_verilog(plan, top=TOP_NAME, spram_primitive=True) if plan.spram_words else verilog
+        synthesis = _synthesize({"ice40": ice40, "ecp5": verilog}, progress or (lambda msg: None))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent)
     try:
         ir.save(network, os.path.join(tmp, "network.npz"))
         Path(tmp, f"{TOP_NAME}.v").write_text(verilog)
+        if plan.spram_words:  # the image to load into SPRAM at start-up, one hex word per line
+            Path(tmp, SPRAM_IMAGE).write_text("".join(f"{w:016x}\n" for w in plan.spram_image()))
         summary = plan.summary()
         markdown = _design_markdown(summary)
         if synthesis:
@@ -240,6 +248,7 @@ def simulate_design(design_dir, inputs, *, stall_in=0.0, stall_out=0.0, seed=0, 
     network, summary, verilog = load_design(design_dir)
     fmt = StreamFormat.from_summary(summary)
     expected = golden.execute(network, inputs)
+    load = compiler.plan(network).spram_image() if summary.get("spram_words") else None
     result = run_stream(verilog, fmt, inputs, top=TOP_NAME, stall_in=stall_in, stall_out=stall_out, seed=seed,
-                        cycles_hint=summary["cycles_per_inference"], progress=progress)
+                        cycles_hint=summary["cycles_per_inference"], progress=progress, load=load)
     return result.outputs, expected, result

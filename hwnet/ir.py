@@ -38,7 +38,7 @@ import numpy as np
 from .datatypes import parse_type, type_for_range
 from .errors import HwnetError
 
-__all__ = ["Network", "Dense", "MultiThreshold", "Conv2d", "MaxPool2d", "default_pad_value", "save", "load", "FORMAT", "VERSION",
+__all__ = ["Network", "Dense", "MultiThreshold", "Conv2d", "MaxPool2d", "default_pad_value", "WEIGHT_STORAGES", "save", "load", "FORMAT", "VERSION",
            "HEADER_KEY"]
 
 FORMAT = "hwnet-ir"
@@ -118,6 +118,10 @@ class MultiThreshold:
         return cls(name=h["name"], out_type=h["out_type"], thresholds=_get_array(arrays, h, "thresholds"))
 
 
+#: Where a dense layer's weights live in hardware (:class:`Dense` ``weight_storage``).
+WEIGHT_STORAGES = ("rom", "logic", "spram")
+
+
 class Dense:
     """Matrix-vector-threshold layer (op ``"dense"``).
 
@@ -136,8 +140,9 @@ class Dense:
     products : array of int, shape (weight values, input values), or None
         Lookup-table products: entry ``[i, j]`` is the product of the ``i``-th smallest weight value and the
         ``j``-th smallest input value. None: the products are ``W * x``.
-    weight_storage : ``"rom"`` or ``"logic"``
-        Hardware choice: weights in block-RAM ROMs (folded), or folded into the logic as constants. ``"logic"``
+    weight_storage : ``"rom"``, ``"logic"`` or ``"spram"``
+        Hardware choice: weights in block-RAM ROMs (folded), folded into the logic as constants, or streamed from
+        the single-port RAMs of an iCE40UP (loaded at start-up; see :mod:`hwnet.gateware.spram`). ``"logic"``
         needs the layer fully unrolled (``pe = out_features``, ``simd = in_features``: one vector per cycle).
     bit_serial : bool
         Hardware choice for ``uint<k>``/``int<k>`` weights: evaluate one weight bit plane per cycle (``k`` times
@@ -172,8 +177,8 @@ class Dense:
         self.products = None if products is None else _int_array(products, f"{what} products", 2)
         if self.products is not None and self.products.size == 0:
             raise HwnetError(f"{what}: the products table is empty")
-        if weight_storage not in ("rom", "logic"):
-            raise HwnetError(f"{what}: weight_storage must be 'rom' or 'logic', not {weight_storage!r}")
+        if weight_storage not in WEIGHT_STORAGES:
+            raise HwnetError(f"{what}: weight_storage must be 'rom', 'logic' or 'spram', not {weight_storage!r}")
         self.weight_storage = weight_storage
         if weight_storage == "logic" and ((self.pe is not None and self.pe != self.out_features)
                                           or (self.simd is not None and self.simd != self.in_features)):
@@ -664,7 +669,7 @@ class Network:
             if isinstance(layer, Dense):
                 fold = f"pe={layer.pe} simd={layer.simd}" if layer.pe else "folding unset"
                 extra = "".join([" products-table" if layer.products is not None else "",
-                                 " weights-in-logic" if layer.weight_storage == "logic" else "",
+                                 f" weights-in-{layer.weight_storage}" if layer.weight_storage != "rom" else "",
                                  " bit-serial" if layer.bit_serial else ""])
                 lines.append(f"  {layer.name}: dense {layer.in_features}->{layer.out_features} "
                              f"w={layer.weight_type} acc={layer.acc_type} out={layer.out_type} {fold}{extra}")

@@ -81,7 +81,7 @@ def test_hardware_choices_and_products_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: ir.Dense(weights=np.ones((2, 2), int), weight_storage="flash"), r"weight_storage must be 'rom' or"),
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), weight_storage="flash"), r"weight_storage must be 'rom', 'logic' or"),
     (lambda: ir.Dense(weights=np.ones((2, 2), int), weight_storage="logic", pe=1),
      r"weights in logic need the layer fully unrolled \(pe=2, simd=2\)"),
     (lambda: ir.Dense(weights=np.ones((2, 2), int), bit_serial=True), r"bit-serial evaluation is for uint<k>/int<k>"),

@@ -26,7 +26,7 @@ predecessor's last fold is issued, so a vector takes ``nf * sf * planes`` cycles
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -75,6 +75,9 @@ class MatrixVectorThresholdUnit(wiring.Component):
     i : ``In(stream.Signature(beat_layout(stage.simd, stage.in_type.bits)))``
         Input vectors, ``stage.sf`` beats each, ``simd`` lanes of ``in_type`` codes per beat. The incoming
         ``last`` is ignored: the unit knows its vector length.
+    w : ``In(stream.Signature(unsigned(stage.word_bits)))``, only when ``stage.streamed``
+        The weight words (every PE's side by side) in memory order, one taken with every issued beat, from the
+        :class:`~hwnet.gateware.spram.SpramWeightStreamer`; the unit waits for it like for its input.
     o : ``Out(stream.Signature(beat_layout(stage.pe, stage.out_type.bits)))``
         Output vectors, ``stage.nf`` beats each, ``pe`` lanes of ``stage.out_type`` per beat; ``last`` is set
         on the final beat of every ``stage.vectors``-th vector (the end of an image for a convolution). A raw layer's lanes are the accumulators
@@ -87,10 +90,13 @@ class MatrixVectorThresholdUnit(wiring.Component):
             if not stage.raw:
                 self._first_code = first_code(stage.out_type)
         self._stage = stage
-        super().__init__({
+        members = {
             "i": In(beat_signature(stage.simd, stage.in_type.bits)),
             "o": Out(beat_signature(stage.pe, stage.out_type.bits)),
-        })
+        }
+        if stage.streamed:
+            members["w"] = In(stream.Signature(unsigned(stage.word_bits)))
+        super().__init__(members)
 
     @property
     def stage(self):
@@ -124,9 +130,14 @@ class MatrixVectorThresholdUnit(wiring.Component):
         m.d.comb += [
             in_fold0.eq(fold == 0),
             take.eq(in_fold0 & (plane == 0)),
-            fire.eq(advance & (~take | self.i.valid)),
-            self.i.ready.eq(advance & take),
+            fire.eq(advance & (~take | self.i.valid) & (self.w.valid if s.streamed else 1)),
+            self.i.ready.eq(advance & take & (self.w.valid if s.streamed else 1)),
         ]
+        if s.streamed:  # every issued beat takes the next weight word of the stream, in memory order
+            m.d.comb += self.w.ready.eq(fire)
+            w_word = Signal(s.word_bits, name="w_word")
+            with m.If(fire):
+                m.d.sync += w_word.eq(self.w.payload)
         last_plane = plane == planes - 1
         with m.If(fire):
             with m.If(last_plane):
@@ -196,7 +207,10 @@ class MatrixVectorThresholdUnit(wiring.Component):
             unit = processing_element(simd=s.simd, arithmetic=s.arithmetic,
                                       weights=s.weight_words[p][0] if s.weights_in_logic else None)
             m.submodules[f"pe{p}"] = unit
-            if not s.weights_in_logic:
+            lane_bits = s.simd * s.lane_bits
+            if s.streamed:
+                m.d.comb += unit.w.eq(w_word[p * lane_bits:(p + 1) * lane_bits])
+            elif not s.weights_in_logic:
                 wmem = Memory(shape=unsigned(s.simd * s.lane_bits), depth=s.depth, init=list(s.weight_words[p]))
                 m.submodules[f"weights{p}"] = wmem
                 wport = wmem.read_port()

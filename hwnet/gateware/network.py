@@ -25,15 +25,16 @@ stalls on both ends.
 import re
 
 from amaranth.back import verilog
-from amaranth.hdl import Module
-from amaranth.lib import fifo, wiring
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..compiler import DenseStage, DesignPlan, PoolStage, ThresholdStage, WindowStage
+from ..compiler import SPRAM_WIDTH, DenseStage, DesignPlan, PoolStage, ThresholdStage, WindowStage
 from ..errors import HwnetError
 from ._common import beat_signature, check_positive_int, validating
 from .mvau import MatrixVectorThresholdUnit, check_dense_stage
 from .pool import MaxPool
+from .spram import SpramWeightStreamer
 from .threshold import ThresholdUnit, check_threshold_stage
 from .width import WidthConverter
 from .window import SlidingWindow
@@ -102,7 +103,11 @@ class NetworkTop(wiring.Component):
         From :func:`hwnet.compiler.plan`.
     fifos : bool
         Put a :class:`BeatFIFO` of ``sf + 2`` beats in front of every matrix-vector unit that has a unit other
-        than the input thresholds upstream (default). Without them the design is smaller and still exact, but slower than the slowest stage.
+        than the input thresholds upstream (default). Without them the design is smaller and still exact, but
+        slower than the slowest stage.
+    spram_primitive : bool
+        Build the SPRAM pool of a design with streamed weights from ``SB_SPRAM256KA`` instances (iCE40UP
+        synthesis) rather than a behavioural memory (simulation, other families).
 
     Members
     -------
@@ -111,9 +116,12 @@ class NetworkTop(wiring.Component):
         ``k * plan.input_lanes + j``. ``last`` on the final beat of each vector.
     o : ``Out(stream.Signature(beat_layout(plan.output_lanes, plan.output_type.bits)))``
         Output vectors, ``plan.output_beats`` beats each, with ``last`` on the final beat.
+    load : ``In(stream.Signature(unsigned(SPRAM_WIDTH)))``, only when ``plan.spram_words``
+        The SPRAM image (``plan.spram_image()``), once after reset, before the layers it feeds can run
+        (:class:`~hwnet.gateware.spram.SpramWeightStreamer`).
     """
 
-    def __init__(self, *, plan, fifos=True):
+    def __init__(self, *, plan, fifos=True, spram_primitive=False):
         with validating(self):
             if not isinstance(plan, DesignPlan):
                 raise HwnetError(f"NetworkTop needs a DesignPlan from hwnet.compiler.plan, "
@@ -133,10 +141,14 @@ class NetworkTop(wiring.Component):
                                      f"{nxt.name!r} takes {nxt.in_type}")
         self._plan = plan
         self._fifos = bool(fifos)
-        super().__init__({
+        self._spram_primitive = bool(spram_primitive)
+        members = {
             "i": In(beat_signature(plan.input_lanes, plan.input_type.bits)),
             "o": Out(beat_signature(plan.output_lanes, plan.output_type.bits)),
-        })
+        }
+        if plan.spram_words:
+            members["load"] = In(stream.Signature(unsigned(SPRAM_WIDTH)))
+        super().__init__(members)
 
     @property
     def plan(self):
@@ -177,11 +189,28 @@ class NetworkTop(wiring.Component):
                 blocks.append((_submodule_name(index, stage), unit, dict(stage=stage)))
         return blocks
 
+    def spram_block(self):
+        """``(name, cls, kwargs)`` of the design's :class:`~hwnet.gateware.spram.SpramWeightStreamer`, beside the
+        chain of :meth:`blocks`; None when no weights stream from SPRAM."""
+        streamed = self._plan.streamed_stages
+        if not streamed:
+            return None
+        return ("spram", SpramWeightStreamer, dict(regions=[(s.spram_base, s.depth, s.word_bits) for s in streamed],
+                                                    primitive=self._spram_primitive))
+
     def elaborate(self, platform):
         m = Module()
+        spram = self.spram_block()
+        if spram is not None:
+            name, cls, kwargs = spram
+            m.submodules[name] = streamer = cls(**kwargs)
+            wiring.connect(m, wiring.flipped(self.load), streamer.load)
+            feeds = {stage.name: getattr(streamer, f"w{k}") for k, stage in enumerate(self._plan.streamed_stages)}
         source = None
         for name, cls, kwargs in self.blocks():
             m.submodules[name] = block = cls(**kwargs)
+            if isinstance(block, MatrixVectorThresholdUnit) and block.stage.streamed:
+                wiring.connect(m, feeds[block.stage.name], block.w)
             if source is None:
                 wiring.connect(m, wiring.flipped(self.i), block.i)
             else:
@@ -191,13 +220,15 @@ class NetworkTop(wiring.Component):
         return m
 
 
-def generate_verilog(plan, *, name="hwnet_top"):
+def generate_verilog(plan, *, name="hwnet_top", spram_primitive=False):
     """Verilog source of the :class:`NetworkTop` of ``plan``, as one module named ``name``.
 
     The module's ports are ``clk``, ``rst``, ``i__valid``, ``i__ready``, ``i__payload``, ``o__valid``,
-    ``o__ready`` and ``o__payload``; a payload port holds ``data`` in its low bits and ``last`` in its top bit.
+    ``o__ready`` and ``o__payload`` (and ``load__valid``, ``load__ready``, ``load__payload`` for a design with
+    weights in SPRAM, whose pool is built from ``SB_SPRAM256KA`` primitives with ``spram_primitive``); a
+    payload port holds ``data`` in its low bits and ``last`` in its top bit.
     The text carries no source-location attributes, so it depends only on the plan.
     """
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", name):
         raise HwnetError(f"Verilog module name must be a plain identifier, not {name!r}")
-    return verilog.convert(NetworkTop(plan=plan), name=name, emit_src=False)
+    return verilog.convert(NetworkTop(plan=plan, spram_primitive=spram_primitive), name=name, emit_src=False)

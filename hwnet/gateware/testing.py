@@ -74,19 +74,26 @@ class StreamSource:
         self.cycles = []
         self.done = False
 
+    def _set_payload(self, ctx, data, last):
+        payload = self.stream.payload
+        if hasattr(payload, "last"):   # a beat: data and last
+            ctx.set(payload.data, data)
+            ctx.set(payload.last, last)
+        else:                          # a plain word (e.g. the SPRAM image)
+            ctx.set(payload, data)
+
     async def testbench(self, ctx):
         stream, rng = self.stream, self.rng
-        width = len(stream.payload.data)
+        payload = stream.payload
+        width = len(payload.data) if hasattr(payload, "last") else len(payload)
         cycle = 0
         for data, last in self.beats:
             while rng is not None and rng.random() >= self.valid_prob:
                 ctx.set(stream.valid, 0)
-                ctx.set(stream.payload.data, rng.getrandbits(width))
-                ctx.set(stream.payload.last, rng.getrandbits(1))
+                self._set_payload(ctx, rng.getrandbits(width), rng.getrandbits(1))
                 await ctx.tick()
                 cycle += 1
-            ctx.set(stream.payload.data, data)
-            ctx.set(stream.payload.last, last)
+            self._set_payload(ctx, data, last)
             ctx.set(stream.valid, 1)
             while True:
                 _, _, ready = await ctx.tick().sample(stream.ready)
@@ -188,8 +195,9 @@ def run_simulation(dut, testbenches, *, max_cycles, progress=None, vcd=None):
 
 
 def simulate_stream(dut, beats, out_count, *, rng=None, valid_prob=1.0, ready_prob=1.0, max_cycles=None,
-                    vcd=None):
-    """Feed ``beats`` into ``dut.i`` and take ``out_count`` beats from ``dut.o``.
+                    vcd=None, load=None):
+    """Feed ``beats`` into ``dut.i`` and take ``out_count`` beats from ``dut.o``; with ``load`` (a list of
+    words), feed those into ``dut.load`` at the same time (a design's SPRAM image), with the same gaps.
 
     ``rng`` (a ``random.Random`` or a seed) drives both the input gaps and the output drops. ``max_cycles``
     (default 100,000) bounds the run. Returns the ``(source, sink)`` pair after the run; raises
@@ -200,6 +208,10 @@ def simulate_stream(dut, beats, out_count, *, rng=None, valid_prob=1.0, ready_pr
     sink_rng = random.Random(rng.getrandbits(64)) if rng is not None else None
     source = StreamSource(dut.i, beats, rng=src_rng, valid_prob=valid_prob)
     sink = StreamSink(dut.o, out_count, rng=sink_rng, ready_prob=ready_prob)
+    benches = [source.testbench, sink.testbench]
+    if load is not None:
+        load_rng = random.Random(rng.getrandbits(64)) if rng is not None else None
+        benches.append(StreamSource(dut.load, [(w, 0) for w in load], rng=load_rng, valid_prob=valid_prob).testbench)
     if max_cycles is None:
         max_cycles = 100_000
 
@@ -207,8 +219,7 @@ def simulate_stream(dut, beats, out_count, *, rng=None, valid_prob=1.0, ready_pr
         return (f"{len(source.cycles)} of {len(source.beats)} input beats taken, "
                 f"{len(sink.beats)} of {out_count} output beats seen")
 
-    run_simulation(dut, [source.testbench, sink.testbench], max_cycles=max_cycles, progress=progress,
-                   vcd=vcd)
+    run_simulation(dut, benches, max_cycles=max_cycles, progress=progress, vcd=vcd)
     if sink.violations:
         raise AssertionError("stream rule broken: " + "; ".join(sink.violations[:5]))
     return source, sink
@@ -248,7 +259,7 @@ def beats_to_vectors(beats, dtype, lanes, size):
 
 
 def run_vectors(dut, vectors, *, in_type, in_lanes, out_type, out_lanes, out_size, rng=None, valid_prob=1.0,
-                ready_prob=1.0, max_cycles=None, vcd=None):
+                ready_prob=1.0, max_cycles=None, vcd=None, load=None):
     """Stream element ``vectors`` (n, in_size) through ``dut`` and return its output vectors (n, out_size).
 
     Input beats carry ``in_lanes`` elements of ``in_type``, output beats ``out_lanes`` of ``out_type``. Checks
@@ -261,16 +272,18 @@ def run_vectors(dut, vectors, *, in_type, in_lanes, out_type, out_lanes, out_siz
     beats = vectors_to_beats(vectors, in_type, in_lanes)
     count = len(vectors) * (out_size // out_lanes)
     source, sink = simulate_stream(dut, beats, count, rng=rng, valid_prob=valid_prob, ready_prob=ready_prob,
-                                   max_cycles=max_cycles, vcd=vcd)
+                                   max_cycles=max_cycles, vcd=vcd, load=load)
     return beats_to_vectors(sink.beats, out_type, out_lanes, out_size), source, sink
 
 
 def run_plan(dut, plan, vectors, **kwargs):
     """:func:`run_vectors` with the stream shapes of a :class:`~hwnet.compiler.DesignPlan` (``dut`` is its
-    :class:`~hwnet.gateware.network.NetworkTop`); ``kwargs`` as for :func:`run_vectors`."""
+    :class:`~hwnet.gateware.network.NetworkTop`; its SPRAM image, if any, is loaded alongside); ``kwargs`` as
+    for :func:`run_vectors`."""
+    load = plan.spram_image() if plan.spram_words else None
     return run_vectors(dut, vectors, in_type=plan.input_type, in_lanes=plan.input_lanes,
                        out_type=plan.output_type, out_lanes=plan.output_lanes, out_size=plan.output_size,
-                       **kwargs)
+                       load=load, **kwargs)
 
 
 def assert_equal_vectors(got, expected, what="output"):

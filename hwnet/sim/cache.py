@@ -31,15 +31,16 @@ def generator_fingerprint():
     return h.hexdigest()
 
 
-def cached_verilog(plan, *, top="hwnet_top"):
-    """The Verilog of ``plan`` (a :class:`hwnet.compiler.DesignPlan`), generated once per content."""
+def cached_verilog(plan, *, top="hwnet_top", spram_primitive=False):
+    """The Verilog of ``plan`` (a :class:`hwnet.compiler.DesignPlan`), generated once per content
+    (``spram_primitive`` as for :func:`hwnet.gateware.generate_verilog`)."""
     key = hashlib.sha256(generator_fingerprint().encode() + top.encode() + ir.to_bytes(plan.network)
-                         + json.dumps(plan.summary(), sort_keys=True).encode())
+                         + json.dumps(plan.summary(), sort_keys=True).encode() + bytes([bool(spram_primitive)]))
     path = cache_dir() / "verilog" / f"{key.hexdigest()[:24]}.v"
     if path.exists():
         return path.read_text()
     from ..gateware import generate_verilog
-    text = generate_verilog(plan, name=top)
+    text = generate_verilog(plan, name=top, spram_primitive=spram_primitive)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(text)

@@ -2,7 +2,8 @@
 
 It is run by :mod:`hwnet.sim.runner` inside the Verilator simulation, never imported by hand. The job (input
 beats, stall probabilities, seed, cycle limit) comes as a JSON file named by ``HWNET_SIM_JOB``; the result
-(output beats, the cycle of every accepted input and output beat) goes to ``HWNET_SIM_RESULT``. Progress is
+(output beats, the cycle of every accepted input and output beat) goes to ``HWNET_SIM_RESULT``. A design with
+weights in SPRAM gets its image (``load`` in the job) on its ``load`` stream, alongside the first inputs. Progress is
 written to ``HWNET_SIM_PROGRESS`` about once a second.
 
 Handshakes are sampled in ``ReadOnly()`` before each rising edge (a beat moves at that edge when ``valid`` and
@@ -44,8 +45,14 @@ async def stream_vectors(dut):
     rng = random.Random(job["seed"])
     last_bit = 1 << in_width
 
+    load_words = [int(w, 16) for w in job.get("load", [])]  # a design's SPRAM image, fed alongside the inputs
+    loaded = 0
+
     clk = dut.clk
     i_valid, i_ready, i_payload = dut.i__valid, dut.i__ready, dut.i__payload
+    if load_words:
+        l_valid, l_ready, l_payload = dut.load__valid, dut.load__ready, dut.load__payload
+        l_valid.value = 0
     o_valid, o_ready, o_payload = dut.o__valid, dut.o__ready, dut.o__payload
 
     cocotb.start_soon(Clock(clk, 10, unit="ns").start())
@@ -70,9 +77,14 @@ async def stream_vectors(dut):
         i_payload.value = payload(sent)
         i_valid.value = 1
     o_ready.value = int(rng.random() >= stall_out)
+    if load_words:
+        l_payload.value = load_words[0]
+        l_valid.value = 1
     timed_out = False
     while len(out_beats) < out_total:
         await settle
+        if load_words and int(l_valid.value) and int(l_ready.value):
+            loaded += 1
         if int(i_valid.value) and int(i_ready.value):
             in_cycles.append(cycle)
             sent += 1
@@ -90,6 +102,12 @@ async def stream_vectors(dut):
         else:
             i_valid.value = 0
         o_ready.value = int(rng.random() >= stall_out)
+        if load_words:
+            if loaded < len(load_words) and rng.random() >= stall_in:
+                l_payload.value = load_words[loaded]
+                l_valid.value = 1
+            else:
+                l_valid.value = 0
         if progress_path and time.monotonic() - last_report > 1.0:
             last_report = time.monotonic()
             _write_json(progress_path, {"vectors_out": len(out_beats) // out_per_vec, "vectors": n_vectors,
@@ -106,5 +124,6 @@ async def stream_vectors(dut):
                 extra += 1
             await edge
     _write_json(result_path, {"out_beats": [format(b, "x") for b in out_beats], "in_cycles": in_cycles,
+                              "load_accepted": loaded,
                               "out_cycles": out_cycles, "cycles": cycle, "timed_out": timed_out,
                               "inputs_accepted": sent, "extra_out_beats": extra})

@@ -193,8 +193,11 @@ def build_verilator(verilog, *, top, verbose=False, progress=None):
 
 
 def run_stream(verilog, fmt, inputs, *, top="hwnet_top", stall_in=0.0, stall_out=0.0, seed=0,
-               max_cycles=None, cycles_hint=None, verbose=False, progress=None):
+               max_cycles=None, cycles_hint=None, verbose=False, progress=None, load=None):
     """Stream ``inputs`` (n, input_size) through the design and return a :class:`SimResult`.
+
+    ``load`` is the design's SPRAM image (:meth:`hwnet.compiler.DesignPlan.spram_image`), fed on its ``load``
+    port alongside the inputs (with the input's stalls); None for a design without one.
 
     ``stall_in``/``stall_out`` are the probabilities, each cycle, that the source withholds ``valid`` and that the
     sink drops ``ready``. ``max_cycles`` bounds the run (a design that stops producing output is reported as a
@@ -211,13 +214,13 @@ def run_stream(verilog, fmt, inputs, *, top="hwnet_top", stall_in=0.0, stall_out
     if max_cycles is None:
         per_vector = max(cycles_hint or 1, fmt.in_beats, fmt.out_beats)
         slow = 1.0 / ((1.0 - stall_in) * (1.0 - stall_out))
-        max_cycles = int((n + 4) * per_vector * slow * 4) + 10_000
+        max_cycles = int(((n + 4) * per_vector + len(load or [])) * slow * 4) + 10_000
     work = Path(tempfile.mkdtemp(prefix="hwnet-sim-"))
     try:
         job = {"in_width": fmt.in_width, "in_beats": [format(w, "x") for w in words],
                "in_beats_per_vector": fmt.in_beats, "out_beats_per_vector": fmt.out_beats,
                "stall_in": float(stall_in), "stall_out": float(stall_out), "seed": int(seed),
-               "max_cycles": int(max_cycles)}
+               "max_cycles": int(max_cycles), "load": [format(w, "x") for w in (load or [])]}
         (work / "job.json").write_text(json.dumps(job))
         env = {"HWNET_SIM_JOB": str(work / "job.json"), "HWNET_SIM_RESULT": str(work / "result.json"),
                "HWNET_SIM_PROGRESS": str(work / "progress.json")}
