@@ -5,6 +5,7 @@ status 2, writing nothing partial.
 """
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,34 @@ def _parse_hidden(text):
     return sizes
 
 
+_CONV_ITEM = re.compile(r"(\d+)c(\d+)(?:s(\d+))?(?:p(\d+))?")
+_POOL_ITEM = re.compile(r"mp(\d+)")
+
+
+def _parse_conv(text):
+    """``--conv`` items -> conv layer dicts: ``<OC>c<K>[s<S>][p<P>]`` (OC channels, KxK, stride S, padding P on
+    every side), ``mp<K>`` (a KxK max-pool after the conv item before it)."""
+    form = f"--conv must be comma-separated items <OC>c<K>[s<S>][p<P>] or mp<K> (e.g. 16c3p1,mp2), got {text!r}"
+    layers = []
+    for item in (v.strip() for v in text.split(",")):
+        conv, pool = _CONV_ITEM.fullmatch(item), _POOL_ITEM.fullmatch(item)
+        if pool:
+            if not layers or layers[-1]["pool"] is not None:
+                raise HwnetError(f"--conv: {item!r} must follow a conv item (at most one max-pool per conv), "
+                                 f"got {text!r}")
+            layers[-1]["pool"] = int(pool.group(1))
+        elif conv:
+            layers.append({"channels": int(conv.group(1)), "kernel": int(conv.group(2)),
+                           "stride": int(conv.group(3) or 1), "padding": int(conv.group(4) or 0), "pool": None})
+        else:
+            raise HwnetError(form)
+    if not layers:
+        raise HwnetError(form)
+    if any(layer[k] == 0 for layer in layers for k in ("channels", "kernel", "stride", "pool")):
+        raise HwnetError(f"--conv: channels, kernel, stride and pool must be at least 1, got {text!r}")
+    return layers
+
+
 def _parse_option(text):
     """``key=value`` -> (key, value); the value read as true/false, a number, or else a string."""
     key, sep, value = text.partition("=")
@@ -48,12 +77,14 @@ def _parse_option(text):
 
 def _train(args):
     from .train.data import load_dataset
-    from .train.methods import METHODS, resolve_options, train
+    from .train.methods import METHODS, check_conv, resolve_options, train
     from .train.trainer import save_checkpoint
     if args.method not in METHODS:
         raise HwnetError(f"unknown method {args.method!r}; available: {', '.join(METHODS)}")
     options = dict(_parse_option(o) for o in args.option or [])
     hidden = _parse_hidden(args.hidden) if args.hidden else None
+    conv = _parse_conv(args.conv) if args.conv is not None else None
+    check_conv(METHODS[args.method], conv)
     if args.epochs is not None and args.epochs < 1:
         raise HwnetError(f"--epochs must be at least 1, got {args.epochs}")
     out = Path(args.out)
@@ -66,9 +97,10 @@ def _train(args):
     settings = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr") if getattr(args, k) is not None}
     seed = 0 if args.seed is None else args.seed
     _say(f"training {args.method} on {ds.name}: {len(ds.train_x)} train / {len(ds.test_x)} test samples"
-         + (f", hidden {list(hidden)}" if hidden else "") + (f", options {options}" if options else ""))
-    model, history, results = train(ds, args.method, hidden=hidden, seed=seed, progress=_say, options=options,
-                                    **settings)
+         + (f", conv {args.conv}" if conv else "") + (f", hidden {list(hidden)}" if hidden else "")
+         + (f", options {options}" if options else ""))
+    model, history, results = train(ds, args.method, hidden=hidden, conv=conv, seed=seed, progress=_say,
+                                    options=options, **settings)
     meta = {"method": args.method, "dataset": ds.name, "seed": seed, "options": options,
             **{k: v for k, v in results.items() if isinstance(v, (int, float, str, list))}}
     save_checkpoint(model, out, meta=meta)
@@ -136,7 +168,11 @@ def build_parser():
                    help="a method option, e.g. --option act_bits=3 (repeatable; docs/methods.md lists them)")
     t.add_argument("--dataset", default="digits", choices=DATASETS)
     t.add_argument("--mnist-dir", default=None, help="folder with the MNIST IDX .gz files")
-    t.add_argument("--hidden", default=None, help="hidden layer widths, e.g. 128,128")
+    t.add_argument("--conv", default=None, metavar="SPEC",
+                   help="convolutional layers before the dense ones, comma-separated: <OC>c<K>[s<S>][p<P>] (OC "
+                        "channels, KxK kernel, stride S, padding P) and mp<K> (KxK max-pool after the conv before "
+                        "it), e.g. 16c3p1,16c3p1,mp2")
+    t.add_argument("--hidden", default=None, help="hidden (dense) layer widths, e.g. 128,128")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)

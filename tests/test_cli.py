@@ -194,3 +194,47 @@ def test_train_help_lists_every_method(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for name in METHODS:
         assert name in text
+
+
+def test_train_conv_writes_a_cnn_checkpoint(tmp_path, capsys):
+    from hwnet.train.data import load_dataset
+    from hwnet.train.lower import check_lowering, lower
+    from hwnet.train.trainer import load_checkpoint
+    out = tmp_path / "cnn.pt"
+    assert main(["train", "--method", "qnn", "--conv", "4c3p1,mp2,6c2s2", "--hidden", "8", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    assert "training qnn on digits: 1437 train / 360 test samples, conv 4c3p1,mp2,6c2s2, hidden [8]" in \
+        capsys.readouterr().out
+    model, meta = load_checkpoint(out)
+    assert meta["method"] == "qnn"
+    assert model.config()["conv"] == [
+        {"channels": 4, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1, 1, 1], "pool": [2, 2]},
+        {"channels": 6, "kernel": [2, 2], "stride": [2, 2], "padding": [0, 0, 0, 0], "pool": None}]
+    net = lower(model, name="cnn")
+    assert [layer.name for layer in net.layers] == ["conv1", "pool1", "conv2", "fc1", "fc2"]
+    assert net.layers[2].out_shape == (2, 2, 6)
+    assert check_lowering(model, net, load_dataset("digits").test_x) == 0
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("16x3", "--conv must be comma-separated items <OC>c<K>[s<S>][p<P>] or mp<K>"),
+    ("", "--conv must be comma-separated items"),
+    ("8c3,", "--conv must be comma-separated items"),
+    ("mp2,8c3", "--conv: 'mp2' must follow a conv item"),
+    ("8c3,mp2,mp2", "at most one max-pool per conv"),
+    ("8c0", "channels, kernel, stride and pool must be at least 1"),
+    ("8c3s0", "channels, kernel, stride and pool must be at least 1"),
+    ("8c9", "conv layer 1: a 9x9 kernel with stride [1, 1] does not fit the 8x8 input"),
+    ("8c3,mp8", "conv layer 1: the 8x8 max-pool does not fit the layer's 6x6 output"),
+])
+def test_train_bad_conv_specs_are_refused(tmp_path, capsys, spec, match):
+    out = tmp_path / "m.pt"
+    _fails(capsys, ["train", "--conv", spec, "--epochs", "1", "--out", str(out)], match)
+    assert not out.exists()
+
+
+def test_train_conv_refused_for_dense_only_methods(tmp_path, capsys):
+    for method in ("ffn", "lutnet-ae"):
+        _fails(capsys, ["train", "--method", method, "--conv", "8c3", "--out", str(tmp_path / "m.pt")],
+               f"method '{method}' cannot have convolutional layers")
+    assert not (tmp_path / "m.pt").exists()

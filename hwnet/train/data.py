@@ -63,6 +63,9 @@ class Dataset:
         hwnet element type name of the inputs (``"uint5"``, ``"uint8"``).
     input_max : int
         Largest pixel value the source can produce (16 for digits, 255 for MNIST).
+    image_shape : tuple of int or None
+        ``(H, W, C)`` when every sample is an image flattened row-major, channels fastest (NHWC): ``(8, 8, 1)``
+        for digits, ``(28, 28, 1)`` for MNIST; None for data that is not an image. Convolutional layers need it.
     """
 
     name: str
@@ -72,6 +75,7 @@ class Dataset:
     test_y: np.ndarray
     input_type: str
     input_max: int
+    image_shape: tuple = None
 
     @property
     def input_size(self):
@@ -173,7 +177,7 @@ def _read_mnist_pair(directory, images_name, labels_name):
     if labels.size and labels.max() > 9:
         raise HwnetError(f"{paths[1]}: label {int(labels.max())} is not a digit 0..9")
     x = images.reshape(images.shape[0], -1).astype(np.int64)
-    return x, labels.astype(np.int64), paths[0]
+    return x, labels.astype(np.int64), paths[0], (int(images.shape[1]), int(images.shape[2]), 1)
 
 
 def _load_digits():
@@ -186,29 +190,30 @@ def _load_digits():
     n_train = int(len(x) * (1 - DIGITS_TEST_FRACTION))
     tr, te = order[:n_train], order[n_train:]
     return Dataset(name="digits", train_x=x[tr], train_y=y[tr], test_x=x[te], test_y=y[te],
-                   input_type="uint5", input_max=16)
+                   input_type="uint5", input_max=16, image_shape=(8, 8, 1))
 
 
 def _load_mnist(mnist_dir):
     directory = _resolve_dir(mnist_dir)
-    x, y, images_path = _read_mnist_pair(directory, _T10K_IMAGES, _T10K_LABELS)
+    x, y, images_path, shape = _read_mnist_pair(directory, _T10K_IMAGES, _T10K_LABELS)
     need = MNIST_TRAIN + MNIST_TEST
     if len(x) != need:
         raise HwnetError(f"{images_path}: expected the {need} MNIST t10k images, found {len(x)}; for other IDX "
                          f"files use the 'mnist-full' data set")
     return Dataset(name="mnist", train_x=x[:MNIST_TRAIN], train_y=y[:MNIST_TRAIN],
-                   test_x=x[MNIST_TRAIN:], test_y=y[MNIST_TRAIN:], input_type="uint8", input_max=255)
+                   test_x=x[MNIST_TRAIN:], test_y=y[MNIST_TRAIN:], input_type="uint8", input_max=255,
+                   image_shape=shape)
 
 
 def _load_mnist_full(mnist_dir):
     directory = _resolve_dir(mnist_dir)
-    train_x, train_y, train_path = _read_mnist_pair(directory, _TRAIN_IMAGES, _TRAIN_LABELS)
-    test_x, test_y, test_path = _read_mnist_pair(directory, _T10K_IMAGES, _T10K_LABELS)
-    if train_x.shape[1] != test_x.shape[1]:
-        raise HwnetError(f"{directory}: train images have {train_x.shape[1]} pixels but test images have "
-                         f"{test_x.shape[1]}")
+    train_x, train_y, train_path, shape = _read_mnist_pair(directory, _TRAIN_IMAGES, _TRAIN_LABELS)
+    test_x, test_y, test_path, test_shape = _read_mnist_pair(directory, _T10K_IMAGES, _T10K_LABELS)
+    if shape != test_shape:
+        raise HwnetError(f"{directory}: train images are {shape[0]}x{shape[1]} but test images are "
+                         f"{test_shape[0]}x{test_shape[1]}")
     return Dataset(name="mnist-full", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                   input_type="uint8", input_max=255)
+                   input_type="uint8", input_max=255, image_shape=shape)
 
 
 def load_dataset(name, *, mnist_dir=None):

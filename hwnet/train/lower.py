@@ -2,8 +2,11 @@
 of every other method) into the integer IR, exactly by construction.
 
 A :class:`QuantNet` lowers layer by layer: the input quantizer becomes a ``MultiThreshold`` (unless the raw
-pixels go in directly); every dense layer takes its quantizer's integer codes (and lookup table, if any), and
-the thresholds of a hidden layer come from :func:`fold_thresholds`. That function finds them by bisection on the
+pixels go in directly); every convolution becomes a ``Conv2d`` (``conv1``, ``conv2``, ...: the latent
+``(OC, KH * KW * C)`` weights reshaped to ``(OC, KH, KW, C)``, the model's stride, padding and pad value),
+followed by a ``MaxPool2d`` (``pool1``, ...) where the model pools; every dense layer (``fc1``, ...) takes its
+quantizer's integer codes (and lookup table, if any), and the thresholds of a hidden layer come from
+:func:`fold_thresholds`. That function finds them by bisection on the
 model's own eval-mode ``post(acc)`` (scale, batch norm or bias, activation quantizer) over each channel's
 reachable accumulators, negates the weight row of a falling channel, and checks every reachable value (or a
 large sample). A factorized layer (Fixed-Point Factorized Networks) becomes a raw ternary layer and a
@@ -35,9 +38,9 @@ import torch
 from .. import golden
 from ..datatypes import BIPOLAR, TERNARY, parse_type, type_for_range
 from ..errors import HwnetError
-from ..ir import Dense, MultiThreshold, Network
+from ..ir import Conv2d, Dense, MaxPool2d, MultiThreshold, Network
 from .binarynet import BinarizedMLP
-from .qnet import FactorizedLinear, QuantNet
+from .qnet import FactorizedLinear, QuantConv2d, QuantNet
 
 __all__ = ["lower", "check_lowering", "input_threshold", "fold_hidden_layer", "step_threshold", "fold_thresholds"]
 
@@ -180,6 +183,17 @@ def fold_thresholds(fn, lo, hi, out_type, what, *, can_negate=True, rng=0):
     return negate, thresholds
 
 
+def _fold_layer(model, index, layer, in_type, weights, table):
+    """Thresholds of hidden layer ``index`` (its IR layer ``layer`` without them) from the model's own
+    ``post``; returns ``(weights with falling channels' rows negated, thresholds, out_type)``."""
+    lo, hi = layer.row_acc_ranges(in_type)
+    act = model.hidden_act[index]
+    negate, thresholds = fold_thresholds(lambda a: model.post(index, a), lo, hi, act.out_type,
+                                         f"layer {layer.name}", can_negate=table is None)
+    weights = np.where(negate.reshape((-1,) + (1,) * (weights.ndim - 1)), -weights, weights)
+    return weights, thresholds, act.out_type
+
+
 def _lower_quant_mlp(model, input_type):
     """The layers of a :class:`QuantNet` in eval mode (see :func:`lower`)."""
     layers = []
@@ -191,9 +205,27 @@ def _lower_quant_mlp(model, input_type):
                                can_negate=False)
         layers.append(MultiThreshold(thresholds=t, out_type=iq.out_type, name="quantize"))
         in_type = iq.out_type
-    count = len(model.hidden)
+    count = len(model.hidden_linear)
+    convs = pools = dense = 0
     for i, linear in enumerate(list(model.hidden_linear) + [model.final]):
-        name = f"fc{i + 1}"
+        if isinstance(linear, QuantConv2d):  # always a hidden layer: the final layer is dense
+            convs += 1
+            wq = linear.quantizer
+            weights = wq.codes(linear.weight).reshape(linear.out_features, *linear.kernel, linear.in_shape[2])
+            table, _ = linear.lookup()
+            geometry = dict(weight_type=wq.weight_type, products=table, in_shape=linear.in_shape,
+                            stride=linear.stride, padding=linear.padding, pad_value=linear.pad_value,
+                            name=f"conv{convs}")
+            weights, thresholds, out_type = _fold_layer(model, i, Conv2d(weights=weights, **geometry), in_type,
+                                                        weights, table)
+            layers.append(Conv2d(weights=weights, thresholds=thresholds, out_type=out_type, **geometry))
+            in_type = out_type
+            if linear.pool is not None:
+                pools += 1
+                layers.append(MaxPool2d(in_shape=linear.out_shape, kernel=linear.pool, name=f"pool{pools}"))
+            continue
+        dense += 1
+        name = f"fc{dense}"
         if isinstance(linear, FactorizedLinear):  # Y^T: a raw ternary layer, then X diag(d) as the layer itself
             inner = Dense(weights=linear.inner.quantizer.codes(linear.inner.weight), weight_type=TERNARY,
                           name=f"{name}y")
@@ -206,13 +238,9 @@ def _lower_quant_mlp(model, input_type):
         table, _ = linear.lookup()
         layer = Dense(weights=weights, weight_type=wq.weight_type, products=table, name=name)
         if i < count:
-            lo, hi = layer.row_acc_ranges(in_type)
-            act = model.hidden_act[i]
-            negate, thresholds = fold_thresholds(lambda a, i=i: model.post(i, a), lo, hi, act.out_type,
-                                                 f"layer {name}", can_negate=table is None)
-            weights = np.where(negate[:, None], -weights, weights)
-            layer = layer.replace(weights=weights, thresholds=thresholds, out_type=act.out_type)
-            in_type = act.out_type
+            weights, thresholds, out_type = _fold_layer(model, i, layer, in_type, weights, table)
+            layer = layer.replace(weights=weights, thresholds=thresholds, out_type=out_type)
+            in_type = out_type
         layers.append(layer)
     return layers
 
@@ -255,6 +283,8 @@ def lower(model, *, name="binarynet", input_type=None, metadata=None):
     meta = {"method": "binarynet" if isinstance(model, BinarizedMLP) else "quantized",
             "hidden": list(model.hidden), "input_max": model.input_max,
             "classes": model.classes}
+    if getattr(model, "conv", None):
+        meta.update(image=list(model.image), conv=model.config()["conv"])
     meta.update(metadata or {})
     try:
         json.dumps(meta)

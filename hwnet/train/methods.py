@@ -1,24 +1,29 @@
 """The training methods hwnet offers (``hwnet train --method NAME``): what each builds and how it trains.
 
-Every method but BinaryNet builds a :class:`~hwnet.train.qnet.QuantNet` from its quantizers and trains it with
-the shared loop (:func:`hwnet.train.trainer.fit`); BinaryNet keeps its own :class:`BinarizedMLP` (the demo's
-model). :func:`train` is the entry point; :data:`METHODS` lists the methods with their options and defaults.
-docs/methods.md explains each method, what hardware it lowers to and what it costs.
+Every method builds a :class:`~hwnet.train.qnet.QuantNet` from its quantizers and trains it with the shared loop
+(:func:`hwnet.train.trainer.fit`), except BinaryNet without convolutional layers, which keeps its own
+:class:`BinarizedMLP` (the demo's model). Convolutional layers (``conv``, :class:`~hwnet.train.qnet.QuantConv2d`)
+go in front of the dense ones for every method that can take them. :func:`train` is the entry point;
+:data:`METHODS` lists the methods with their options and defaults. docs/methods.md explains each method, what
+hardware it lowers to and what it costs.
 """
 
 from dataclasses import dataclass, field
 
 import copy
+import math
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import HwnetError
+from .binarynet import BinarizedMLP
 from .qnet import QuantNet
-from .trainer import _defaults, evaluate, fit, reconstruction_error, train_binarynet
+from .trainer import _defaults, evaluate, fit, reconstruction_error
 
-__all__ = ["Method", "METHODS", "train", "resolve_options", "real_weight_accuracy", "reestimate_batchnorm"]
+__all__ = ["Method", "METHODS", "train", "resolve_options", "check_conv", "real_weight_accuracy",
+           "reestimate_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,9 @@ class Method:
         The paper it implements.
     options : dict
         Method options and their defaults (``hwnet train --option key=value``).
-    build : callable or None
-        ``build(dataset, hidden, options) -> QuantNet`` (None for BinaryNet).
+    build : callable
+        ``build(dataset, hidden, options, conv=None) -> model`` (a :class:`QuantNet`; BinaryNet without ``conv``
+        builds its :class:`BinarizedMLP`). Methods with a ``conv_refusal`` take no ``conv``.
     after_epoch : callable or None
         ``after_epoch(model, epoch, epochs, options)``, called after every epoch.
     finish : callable or None
@@ -47,6 +53,8 @@ class Method:
         ``"classify"`` or ``"regress"``.
     lr_scale : float
         Multiplies the data set's default learning rate (an explicit ``lr`` is taken as given).
+    conv_refusal : str or None
+        Why the method cannot take convolutional layers (None: it can).
     """
 
     name: str
@@ -58,20 +66,22 @@ class Method:
     extras: object = None
     task: str = "classify"
     lr_scale: float = 1.0
+    conv_refusal: str = None
 
 
-def _mlp(dataset, hidden, outputs=None, **kwargs):
+def _mlp(dataset, hidden, outputs=None, conv=None, **kwargs):
+    """A :class:`QuantNet` for ``dataset``: ``conv`` layers (on the data set's image shape) if any, then
+    ``hidden``."""
+    if conv and getattr(dataset, "image_shape", None) is None:
+        raise HwnetError(f"data set {dataset.name!r} has no image shape, so it cannot feed convolutional layers")
+    image = dataset.image_shape if conv else None
     return QuantNet(dataset.input_size, hidden, dataset.classes if outputs is None else outputs, dataset.input_max,
-                    **kwargs)
+                    image=image, conv=conv or None, **kwargs)
 
 
 def _real_forward(model, x):
     """Logits of a :class:`QuantNet` computed with its *real* (latent) weights, activations still quantized."""
-    h = model.input_quant(torch.as_tensor(np.asarray(x)))
-    for linear, norm, act in zip(model.hidden_linear, model.hidden_norm, model.hidden_act):
-        z = (h @ linear.weight.T) * linear.in_step
-        h = act(norm(z if linear.bias is None else z + linear.bias))
-    return h @ model.final.weight.T
+    return model.real_weight_logits(torch.as_tensor(np.asarray(x)))
 
 
 @torch.no_grad()
@@ -118,10 +128,10 @@ def _finish_stochastic(model, dataset, options, refit):
     return model
 
 
-def _bitpruning(ds, hidden, o):
+def _bitpruning(ds, hidden, o, conv=None):
     w = {"kind": "learned-bits", "init_bits": o["init_bits"], "min_bits": 2, "max_bits": o["init_bits"]}
     a = {"kind": "learned-bits", "init_bits": o["init_bits"], "min_bits": 1, "max_bits": o["init_bits"]}
-    return _mlp(ds, hidden, input={"kind": "raw"}, weight=w, act=a,
+    return _mlp(ds, hidden, conv=conv, input={"kind": "raw"}, weight=w, act=a,
                 bit_cost={"kind": o["cost"], "weight": o["reg"]})
 
 
@@ -192,8 +202,21 @@ def _cluster(model, epoch, epochs, options):
     model.cluster_()
 
 
-def _binaryconnect(ds, hidden, o):
-    return _mlp(ds, hidden, input={"kind": "raw"},
+def _binarynet(ds, hidden, o, conv=None):
+    """BinaryNet: the :class:`BinarizedMLP` (binarized input layer), or with ``conv`` its CNN as a QuantNet:
+    the raw multi-bit pixels into the first convolution (an add/subtract layer in hardware), sign weights (gated
+    straight-through, no scale), batch norm and sign activations everywhere else."""
+    if not conv:
+        return BinarizedMLP(ds.input_size, hidden, ds.classes, ds.input_max)
+    model = _mlp(ds, hidden, conv=conv, input={"kind": "raw"}, weight={"kind": "binary", "mode": "ste"},
+                 act={"kind": "sign", "mode": "ste"})
+    with torch.no_grad():  # as the BinarizedMLP: logits of order one at the start (accumulators ~ sqrt(fan-in))
+        model.log_scale.fill_(-0.5 * math.log(model.final.in_features))
+    return model
+
+
+def _binaryconnect(ds, hidden, o, conv=None):
+    return _mlp(ds, hidden, conv=conv, input={"kind": "raw"},
                 weight={"kind": "binary", "mode": "stochastic" if o["stochastic"] else "det", "H": o["H"]},
                 act={"kind": "uniform", "bits": o["act_bits"]})
 
@@ -202,42 +225,42 @@ def _binaryconnect_extras(model, ds, o):
     return {"real_weight_test_accuracy": real_weight_accuracy(model, ds)}
 
 
-def _qnn(ds, hidden, o):
-    return _mlp(ds, hidden, input={"kind": "raw"}, weight={"kind": "int", "bits": o["weight_bits"]},
+def _qnn(ds, hidden, o, conv=None):
+    return _mlp(ds, hidden, conv=conv, input={"kind": "raw"}, weight={"kind": "int", "bits": o["weight_bits"]},
                 act={"kind": "uniform", "bits": o["act_bits"]})
 
 
-def _qnn_log(ds, hidden, o):
-    return _mlp(ds, hidden, input={"kind": "raw"}, weight={"kind": "pow2", "bits": o["weight_bits"]},
+def _qnn_log(ds, hidden, o, conv=None):
+    return _mlp(ds, hidden, conv=conv, input={"kind": "raw"}, weight={"kind": "pow2", "bits": o["weight_bits"]},
                 act={"kind": "uniform", "bits": o["act_bits"]})
 
 
-def _bnn_plus(ds, hidden, o):
-    return _mlp(ds, hidden, input={"kind": "binary"},
+def _bnn_plus(ds, hidden, o, conv=None):
+    return _mlp(ds, hidden, conv=conv, input={"kind": "binary"},
                 weight={"kind": "binary", "mode": "swish", "scale": "alpha", "beta": o["beta"],
                         "reg_kind": o["regularizer"], "reg": o["reg"]},
                 act={"kind": "sign", "mode": "swish", "beta": o["beta"]})
 
 
-def _fewmult(ds, hidden, o):
-    return _mlp(ds, hidden, input={"kind": "raw"},
+def _fewmult(ds, hidden, o, conv=None):
+    return _mlp(ds, hidden, conv=conv, input={"kind": "raw"},
                 weight={"kind": "ternary", "W0": o["W0"], "stochastic": o["stochastic"]},
                 act={"kind": "uniform", "bits": o["act_bits"]}, quantized_backprop=o["quantized_backprop"])
 
 
-def _dfp(ds, hidden, o):
-    return _mlp(ds, hidden, input={"kind": "raw"}, weight={"kind": "fixed", "bits": o["bits"]},
+def _dfp(ds, hidden, o, conv=None):
+    return _mlp(ds, hidden, conv=conv, input={"kind": "raw"}, weight={"kind": "fixed", "bits": o["bits"]},
                 act={"kind": "fixed", "bits": o["bits"], "gradient_bits": o["gradient_bits"]}, norm="none",
                 bias=True)
 
 
-def _hwgq(ds, hidden, o):
-    return _mlp(ds, hidden, input={"kind": "raw"}, weight={"kind": "binary", "mode": "ste", "scale": "mean"},
+def _hwgq(ds, hidden, o, conv=None):
+    return _mlp(ds, hidden, conv=conv, input={"kind": "raw"}, weight={"kind": "binary", "mode": "ste", "scale": "mean"},
                 act={"kind": "hwgq", "bits": o["act_bits"], "backward": o["backward"]}, norm="plain")
 
 
-def _lutnet(ds, hidden, o, **kwargs):
-    return _mlp(ds, hidden, input={"kind": "levels", "bits": o["input_bits"]},
+def _lutnet(ds, hidden, o, conv=None, **kwargs):
+    return _mlp(ds, hidden, conv=conv, input={"kind": "levels", "bits": o["input_bits"]},
                 weight={"kind": "codebook", "clusters": o["clusters"], "product_bits": o["product_bits"]},
                 act={"kind": "levels", "fn": o["fn"], "bits": o["act_bits"]}, norm="none", bias=True, **kwargs)
 
@@ -250,7 +273,7 @@ _LUT_OPTIONS = {"clusters": 16, "product_bits": 8, "fn": "tanh", "act_bits": 3, 
 
 #: Every method, by ``--method`` name.
 METHODS = {m.name: m for m in (
-    Method("binarynet", "Courbariaux, Hubara et al. 2016, Binarized Neural Networks"),
+    Method("binarynet", "Courbariaux, Hubara et al. 2016, Binarized Neural Networks", {}, _binarynet),
     Method("binaryconnect", "Courbariaux, Bengio, David 2015, BinaryConnect",
            {"stochastic": True, "H": 1.0, "act_bits": 2}, _binaryconnect, finish=_finish_stochastic,
            extras=_binaryconnect_extras, lr_scale=3.0),
@@ -270,12 +293,13 @@ METHODS = {m.name: m for m in (
            dict(_LUT_OPTIONS), _lutnet, after_epoch=_cluster),
     Method("ffn", "Wang and Cheng 2017, Fixed-Point Factorized Networks",
            {"rank": 1.0, "pot_bits": 4, "act_bits": 2, "finetune": 0.5}, _ffn_base, finish=_ffn_finish,
-           extras=_ffn_extras),
+           extras=_ffn_extras, conv_refusal="its semidiscrete decomposition factorizes dense weight matrices"),
     Method("bitpruning", "Nikolic et al. 2020, BitPruning: Learning Bitlengths for Aggressive and Accurate "
            "Quantization", {"init_bits": 8, "cost": "bits", "reg": 0.05, "finetune": 0.25}, _bitpruning,
            finish=_bitpruning_finish, extras=_bitpruning_extras),
     Method("lutnet-ae", "Baluja et al. 2018, No Multiplication? No Floating Point? No Problem! (autoencoder)",
-           dict(_LUT_OPTIONS), _lutnet_autoencoder, after_epoch=_cluster, task="regress"),
+           dict(_LUT_OPTIONS), _lutnet_autoencoder, after_epoch=_cluster, task="regress",
+           conv_refusal="it is a dense autoencoder (input -> hidden -> input)"),
 )}
 
 
@@ -300,31 +324,38 @@ def resolve_options(method, given):
     return options
 
 
-def train(dataset, method="binarynet", *, hidden=None, epochs=None, batch_size=None, lr=None, input_noise=None,
-          seed=0, progress=None, options=None):
+def check_conv(method, conv):
+    """Refuse (one-line HwnetError) convolutional layers ``conv`` for a :class:`Method` that cannot take them."""
+    if conv and method.conv_refusal is not None:
+        raise HwnetError(f"method {method.name!r} cannot have convolutional layers ({method.conv_refusal}); "
+                         f"leave out the conv layers (--conv), or choose another method")
+
+
+def train(dataset, method="binarynet", *, hidden=None, conv=None, epochs=None, batch_size=None, lr=None,
+          input_noise=None, seed=0, progress=None, options=None):
     """Train ``method`` on ``dataset``.
 
     Settings left at None take the data set's entry in :data:`hwnet.train.trainer.DEFAULTS`; ``options`` (a
-    dict) overrides the method's own options (:attr:`Method.options`). Returns ``(model, history, extras)``:
-    the model in eval mode, the per-epoch history and a dict of extra results.
+    dict) overrides the method's own options (:attr:`Method.options`). ``conv`` (a list of conv layer dicts,
+    :class:`~hwnet.train.qnet.QuantNet`) puts convolutional layers on the data set's image
+    (:attr:`~hwnet.train.data.Dataset.image_shape`) in front of the ``hidden`` dense layers. Returns
+    ``(model, history, extras)``: the model in eval mode, the per-epoch history and a dict of extra results.
     """
     if method not in METHODS:
         raise HwnetError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     m = METHODS[method]
     opts = resolve_options(m, options)
+    check_conv(m, conv)
     d = _defaults(dataset)
     hidden = d["hidden"] if hidden is None else hidden
     settings = {"epochs": d["epochs"] if epochs is None else epochs,
                 "batch_size": d["batch_size"] if batch_size is None else batch_size,
                 "lr": d["lr"] * m.lr_scale if lr is None else lr,
                 "input_noise": d.get("input_noise", 0.0) if input_noise is None else input_noise}
-    if m.build is None:
-        model, history = train_binarynet(dataset, hidden=hidden, seed=seed, progress=progress, **settings)
-        return model, history, _final_results(model, dataset)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise HwnetError(f"seed must be an integer >= 0, got {seed!r}")
     torch.manual_seed(int(seed))
-    model = m.build(dataset, hidden, opts)
+    model = m.build(dataset, hidden, opts, conv=conv) if conv else m.build(dataset, hidden, opts)
     after = None
     if m.after_epoch is not None:
         epochs_total = settings["epochs"]

@@ -1,9 +1,12 @@
-"""Quantized MLPs for every training method: one model, with the quantizers chosen per method.
+"""Quantized networks for every training method: one model, with the quantizers chosen per method.
 
-:class:`QuantNet` is ``raw integer inputs -> input quantizer -> (QuantLinear -> [batch norm] -> activation
-quantizer) per hidden layer -> final QuantLinear -> exp(log_scale) * accumulators``. Between layers the model
-carries *integer codes*: the values of the integer IR's element types (``±1``, ``0 .. 2**k - 1``, ...), held in
-float32 tensors. A code ``c`` stands for the real activation ``step * c``; each layer knows its input's step.
+:class:`QuantNet` is ``raw integer inputs -> input quantizer -> (layer -> [batch norm] -> activation quantizer)
+per hidden layer -> final QuantLinear -> exp(log_scale) * accumulators``. The hidden layers are an optional
+convolutional front-end (:class:`QuantConv2d`, each optionally followed by a non-overlapping max-pool), then the
+dense :class:`QuantLinear` layers. Between layers the model carries *integer codes*: the values of the integer
+IR's element types (``±1``, ``0 .. 2**k - 1``, ...), held in float tensors; images stay NHWC ``(N, H, W, C)`` and
+are flattened row-major (channels fastest, the IR's order) before the first dense layer. A code ``c`` stands for
+the real activation ``step * c``; each layer knows its input's step.
 
 - A **weight quantizer** (:class:`WeightQuantizer`) turns a layer's latent real weights into integer codes of one
   element type and a positive scale (a scalar, or one per output row of a hidden layer): ``W_q = scale * codes``.
@@ -11,11 +14,15 @@ float32 tensors. A code ``c`` stands for the real activation ``step * c``; each 
   eval mode it gives the exact inference codes.
 - An **activation quantizer** (:class:`ActQuantizer`) maps a hidden layer's real pre-activation to output codes.
 - In eval mode every hidden layer computes the integer accumulator ``acc = codes_in @ codes_w.T`` exactly
-  (float64 sums of integers, or looked-up integer products), and then ``post(acc)``: an element-wise,
+  (float64 sums of integers, or looked-up integer products; a convolution does this on every output pixel's
+  im2col patch, one row per pixel), and then ``post(acc)``: an element-wise,
   per-channel function made of correctly rounded float operations and comparisons only (scale, batch norm,
   quantizer). That function is what :mod:`hwnet.train.lower` evaluates to find the thresholds, so the integer
   model and this torch model agree on every input by construction; every op in it is monotone, and so is
-  ``post``, which is what makes it a multi-threshold.
+  ``post``, which is what makes it a multi-threshold. A convolution's batch norm and activation run on its
+  ``(N * OH * OW, OC)`` pixel rows, so its statistics and ``post`` are per channel, as the IR's thresholds are.
+- A max-pool after a convolution's activation takes the maximum of the codes (a code rises with its value;
+  on ``±1`` codes the maximum is the OR).
 
 The last layer's scale is one positive scalar (per-row scales would change the argmax), so the class is the
 argmax of the integer accumulators. For regression (``task="regress"``) the output is
@@ -24,14 +31,17 @@ argmax of the integer accumulators. For regression (``task="regress"``) the outp
 Every quantizer is rebuilt from plain values (:meth:`QuantNet.config`), so checkpoints hold no code.
 """
 
+import copy
 import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..datatypes import BIPOLAR, TERNARY, parse_type, type_for_range
 from ..errors import HwnetError
+from ..ir import default_pad_value
 from . import quantizers as Q
 from .binarynet import BinaryBatchNorm, binary_sign, mlp_sizes, sign_ste
 
@@ -42,8 +52,9 @@ BIT_COSTS = ("bits", "memory", "macs", "lut")
 #: compressed): 3.1 for int2 x uint2, 2.8 for int4 x int4, 2.7 for uint8 x uint8 at SIMD 32 (docs/benchmarks.md).
 LUT4_PER_BIT_PRODUCT = 2.8
 
-__all__ = ["QuantNet", "QuantLinear", "FactorizedLinear", "WeightQuantizer", "ActQuantizer", "InputQuantizer",
-           "WEIGHT_QUANTIZERS", "ACT_QUANTIZERS", "INPUT_QUANTIZERS", "BIT_COSTS", "LUT4_PER_BIT_PRODUCT", "round_ste"]
+__all__ = ["QuantNet", "QuantLinear", "QuantConv2d", "conv_spec", "FactorizedLinear", "WeightQuantizer",
+           "ActQuantizer", "InputQuantizer", "WEIGHT_QUANTIZERS", "ACT_QUANTIZERS", "INPUT_QUANTIZERS", "BIT_COSTS",
+           "LUT4_PER_BIT_PRODUCT", "round_ste"]
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -837,6 +848,173 @@ class QuantLinear(nn.Module):
         z = y * (scale * self.in_step)
         return z if self.bias is None else z + self.bias
 
+    def real_forward(self, x):
+        """``(x @ W.T) * in_step`` (+ bias) with the *latent real* weights ``W``: BinaryConnect's evaluation."""
+        z = (x @ self.weight.T) * self.in_step
+        return z if self.bias is None else z + self.bias
+
+    @property
+    def out_size(self):
+        """Output values per sample: ``out_features``."""
+        return self.out_features
+
+    @property
+    def macs(self):
+        """Multiply-accumulates per sample: ``in_features * out_features``."""
+        return self.in_features * self.out_features
+
+
+def _int_pair(value, count, what, form, minimum):
+    """An int (repeated ``count`` times) or ``count`` ints, each ``>= minimum`` -> list of ints."""
+    items = [value] * count if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    if (not isinstance(items, (list, tuple)) or len(items) != count
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum
+                       for v in items)):
+        raise HwnetError(f"{what} must be {form}, got {value!r}")
+    return [int(v) for v in items]
+
+
+def conv_spec(spec, what="conv layer"):
+    """One convolutional layer's spec, checked and normalized: ``{"channels": OC, "kernel": [kh, kw],
+    "stride": [sh, sw], "padding": [top, bottom, left, right], "pool": None or [ph, pw]}``.
+
+    ``spec`` is a dict with ``channels`` and ``kernel`` (an int or ``[kh, kw]``), and optionally ``stride`` (an
+    int or ``[sh, sw]``, default 1), ``padding`` (an int or ``[top, bottom, left, right]``, default 0) and
+    ``pool`` (None, or an int or ``[ph, pw]``: a non-overlapping max-pool after the activation).
+    """
+    if not isinstance(spec, dict):
+        raise HwnetError(f"{what} must be a dict like {{'channels': 16, 'kernel': 3}}, got {spec!r}")
+    unknown = sorted(set(spec) - {"channels", "kernel", "stride", "padding", "pool"})
+    if unknown:
+        raise HwnetError(f"{what}: unknown key {unknown[0]!r} (the keys are channels, kernel, stride, padding, "
+                         f"pool)")
+    for key in ("channels", "kernel"):
+        if key not in spec:
+            raise HwnetError(f"{what} needs {key!r}, got {spec!r}")
+    pool = spec.get("pool")
+    return {"channels": _int_pair(spec["channels"], 1, f"{what} channels", "a positive integer", 1)[0],
+            "kernel": _int_pair(spec["kernel"], 2, f"{what} kernel", "a positive integer or [kh, kw]", 1),
+            "stride": _int_pair(spec.get("stride", 1), 2, f"{what} stride", "a positive integer or [sh, sw]", 1),
+            "padding": _int_pair(spec.get("padding", 0), 4, f"{what} padding",
+                                 "a non-negative integer or [top, bottom, left, right]", 0),
+            "pool": None if pool is None else _int_pair(pool, 2, f"{what} pool", "None, a positive integer or "
+                                                        "[ph, pw]", 1)}
+
+
+def _max_pool(h, kernel):
+    """Non-overlapping max-pool of NHWC codes ``h`` (the output size rounded down)."""
+    return F.max_pool2d(h.permute(0, 3, 1, 2), kernel_size=tuple(kernel)).permute(0, 2, 3, 1)
+
+
+class QuantConv2d(QuantLinear):
+    """A 2-D convolution over NHWC code images: a :class:`QuantLinear` applied to every output pixel's patch.
+
+    The latent weight is ``(OC, KH * KW * C)`` in the IR's patch order, ``(ky, kx, ic)`` row-major with ``ic``
+    fastest (:class:`hwnet.ir.Conv2d`'s ``matmul`` weights). :meth:`patches` pads the image with
+    ``pad_value`` (:func:`hwnet.ir.default_pad_value` of the input type, in code space: the padded element is a
+    legal input value) and flattens every patch (im2col), one row per output pixel; training, the exact eval-mode
+    accumulators, lookup tables, batch norm and the activation then all work on those ``(N * OH * OW, OC)``
+    rows, per channel, exactly as for a dense layer.
+
+    Parameters
+    ----------
+    in_shape : (H, W, C)
+    spec : dict
+        The layer (:func:`conv_spec`): ``channels``, ``kernel``, ``stride``, ``padding``, ``pool``.
+    quantizer, in_type, in_step, bias, quantized_backprop
+        As :class:`QuantLinear`.
+    what : str
+        The layer's name in error messages.
+
+    Members
+    -------
+    in_shape, out_shape : tuple of int
+        ``(H, W, C)`` in, ``(OH, OW, OC)`` out of the convolution (before any pool).
+    kernel, stride, padding, pool : tuple of int or None
+    pad_value : int
+    pooled_shape : tuple of int
+        The shape after the pool (``out_shape`` when there is none): what the next layer takes.
+    """
+
+    #: Patch elements per block of :meth:`accumulate` (float64: 32 MiB).
+    BLOCK = 1 << 22
+
+    def __init__(self, in_shape, spec, quantizer, *, in_type, in_step, bias=False, quantized_backprop=False,
+                 what="conv layer"):
+        spec = conv_spec(spec, what)
+        h, w, c = (int(v) for v in in_shape)
+        (kh, kw), (sh, sw), (top, bottom, left, right) = spec["kernel"], spec["stride"], spec["padding"]
+        oh, ow = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+        if oh < 1 or ow < 1:
+            raise HwnetError(f"{what}: a {kh}x{kw} kernel with stride {spec['stride']} does not fit the {h}x{w} "
+                             f"input padded by (top, bottom, left, right) = {spec['padding']}; use a smaller "
+                             f"kernel or more padding")
+        pool = spec["pool"]
+        if pool is not None and (pool[0] > oh or pool[1] > ow):
+            raise HwnetError(f"{what}: the {pool[0]}x{pool[1]} max-pool does not fit the layer's {oh}x{ow} output; "
+                             f"use a smaller pool")
+        super().__init__(kh * kw * c, spec["channels"], quantizer, in_type=in_type, in_step=in_step, bias=bias,
+                         quantized_backprop=quantized_backprop)
+        self.kernel, self.stride, self.padding = tuple(spec["kernel"]), tuple(spec["stride"]), tuple(spec["padding"])
+        self.pool = None if pool is None else tuple(pool)
+        self.in_shape, self.out_shape = (h, w, c), (oh, ow, spec["channels"])
+        self.pooled_shape = self.out_shape if pool is None else (oh // pool[0], ow // pool[1], spec["channels"])
+        self.pad_value = default_pad_value(in_type)
+
+    def spec(self):
+        """The layer's normalized spec (:func:`conv_spec`), as plain values."""
+        return {"channels": self.out_features, "kernel": list(self.kernel), "stride": list(self.stride),
+                "padding": list(self.padding), "pool": None if self.pool is None else list(self.pool)}
+
+    def patches(self, x):
+        """The im2col rows ``(N * OH * OW, KH * KW * C)`` of NHWC images ``x`` (``(N, H, W, C)``, or flattened
+        ``(N, H * W * C)``), padded with :attr:`pad_value`; rows in output pixel order, patches ``(ky, kx, ic)``."""
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        x = self._padded(x).unfold(2, kh, sh).unfold(3, kw, sw)  # (N, C, OH, OW, KH, KW)
+        return x.permute(0, 2, 3, 4, 5, 1).reshape(-1, self.in_features)
+
+    def accumulate(self, x):
+        """Eval-mode integer accumulators of every output pixel, ``(N * OH * OW, OC)`` float64 (exact integers,
+        as :meth:`QuantLinear.accumulate`), computed in blocks of images."""
+        x = x.reshape(-1, *self.in_shape)
+        pixels = self.out_shape[0] * self.out_shape[1]
+        block = max(1, self.BLOCK // (pixels * self.in_features))
+        parts = [super(QuantConv2d, self).accumulate(self.patches(x[i:i + block])) for i in range(0, len(x), block)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.out_features, dtype=torch.float64)
+
+    def _padded(self, x):
+        """NHWC images -> padded NCHW images."""
+        top, bottom, left, right = self.padding
+        x = x.reshape(-1, *self.in_shape).permute(0, 3, 1, 2)
+        return F.pad(x, (left, right, top, bottom), value=float(self.pad_value)) if any(self.padding) else x
+
+    def forward(self, x):
+        """Pre-activations of every output pixel, ``(N * OH * OW, OC)``. Training computes the patch products
+        with ``conv2d`` (the same sums, faster than im2col; Few Multiplications' quantized back-propagation
+        takes the im2col rows)."""
+        if not self.training:
+            return self.scale_acc(self.accumulate(x))
+        if self.quantized_backprop:
+            return super().forward(self.patches(x))
+        codes, scale = self.quantizer.quantize(self.weight)
+        kernel = codes.reshape(self.out_features, *self.kernel, self.in_shape[2]).permute(0, 3, 1, 2)
+        y = F.conv2d(self._padded(x), kernel, stride=self.stride).permute(0, 2, 3, 1).reshape(-1, self.out_features)
+        z = y * (scale * self.in_step)
+        return z if self.bias is None else z + self.bias
+
+    def real_forward(self, x):
+        return super().real_forward(self.patches(x))
+
+    @property
+    def out_size(self):
+        """Output values per sample (before any pool): ``OH * OW * OC``."""
+        return int(np.prod(self.out_shape))
+
+    @property
+    def macs(self):
+        """Multiply-accumulates per sample: ``OH * OW * OC * KH * KW * C``."""
+        return self.out_size * self.in_features
+
 
 class FactorizedLinear(nn.Module):
     """A Fixed-Point Factorized layer ``W ~ X diag(d) Y^T``: an inner layer ``Y^T`` (``rank x in``, ternary,
@@ -910,19 +1088,20 @@ def _build(registry, spec, what, **extra):
 
 
 class QuantNet(nn.Module):
-    """A quantized MLP ``input_size -> hidden... -> outputs`` (see the module docstring).
+    """A quantized network ``input_size -> [conv...] -> hidden... -> outputs`` (see the module docstring).
 
     Parameters
     ----------
     input_size, hidden, outputs, input_max
-        As :class:`~hwnet.train.binarynet.BinarizedMLP` (``outputs`` = classes, or features for regression).
+        As :class:`~hwnet.train.binarynet.BinarizedMLP` (``outputs`` = classes, or features for regression);
+        ``hidden`` are the dense layers after any convolutional ones.
     input : dict
         ``{"kind": "binary" | "levels" | "raw", "bits": k}``.
     weight : dict or list of dicts
-        Weight quantizer per hidden layer (``{"kind": "binary", "mode": "ste"}``, see
+        Weight quantizer per hidden layer, convolutional ones first (``{"kind": "binary", "mode": "ste"}``, see
         :data:`WEIGHT_QUANTIZERS`).
     act : dict or list of dicts
-        Activation quantizer per hidden layer (see :data:`ACT_QUANTIZERS`).
+        Activation quantizer per hidden layer, convolutional ones first (see :data:`ACT_QUANTIZERS`).
     final_weight : dict, optional
         The last layer's weight quantizer; default the last hidden layer's (or ``weight``).
     norm : ``"affine"``, ``"plain"`` or ``"none"``
@@ -936,12 +1115,27 @@ class QuantNet(nn.Module):
         BitPruning's cost term, ``{"kind": one of BIT_COSTS, "weight": lambda}`` (:meth:`bitlength_cost`).
     factor : dict, optional
         Fixed-Point Factorized layers everywhere, ``{"ranks": [one per layer], "bits": k}``
-        (:class:`FactorizedLinear`); ``weight``/``final_weight`` are then not used.
+        (:class:`FactorizedLinear`); ``weight``/``final_weight`` are then not used. Dense layers only.
+    image : (H, W, C), optional
+        The input's image shape: the raw input vector is the image flattened row-major, channels fastest
+        (NHWC), so ``input_size`` must be ``H * W * C``. Needed by ``conv``.
+    conv : list of dicts, optional
+        Convolutional layers before the dense ones (:class:`QuantConv2d`, :func:`conv_spec`), each
+        ``{"channels": OC, "kernel": k or [kh, kw], "stride": s or [sh, sw] (1), "padding": p or [top, bottom,
+        left, right] (0), "pool": None or k}``; ``pool`` is a non-overlapping ``k x k`` max-pool after that
+        layer's activation (output size rounded down).
+
+    Members
+    -------
+    hidden_linear, hidden_norm, hidden_act : nn.ModuleList
+        Per hidden layer (the :class:`QuantConv2d` layers first, then the dense ones): the layer, its batch norm
+        (or identity) and its activation quantizer.
+    final : QuantLinear or FactorizedLinear
     """
 
     def __init__(self, input_size, hidden, outputs, input_max, *, input, weight, act, final_weight=None,
                  norm="affine", bias=False, quantized_backprop=False, task="classify", bit_cost=None,
-                 factor=None):
+                 factor=None, image=None, conv=None):
         super().__init__()
         self.input_size, self.hidden, self.outputs, self.input_max = mlp_sizes(input_size, hidden, outputs,
                                                                                input_max, "number of outputs")
@@ -949,15 +1143,27 @@ class QuantNet(nn.Module):
         self.task = _choice(task, ("classify", "regress"), "task")
         self.use_bias = bool(bias)
         self.quantized_backprop = bool(quantized_backprop)
+        self.image = None if image is None else tuple(_int_pair(image, 3, "image shape",
+                                                                "(H, W, C), three positive integers", 1))
+        if self.image is not None and int(np.prod(self.image)) != self.input_size:
+            raise HwnetError(f"an image of shape {self.image} has {int(np.prod(self.image))} values, but the input "
+                             f"size is {self.input_size}; the input must be the image flattened (H * W * C)")
+        if conv is not None and not isinstance(conv, (list, tuple)):
+            raise HwnetError(f"conv must be a list of conv layer dicts, got {conv!r}")
+        conv = [conv_spec(c, f"conv layer {i + 1}") for i, c in enumerate(conv or [])]
+        if conv and self.image is None:
+            raise HwnetError("convolutional layers need the input's image shape (image=(H, W, C))")
+        if conv and factor is not None:
+            raise HwnetError("factorized layers (Fixed-Point Factorized Networks) are dense only; a model with "
+                             "convolutional layers cannot be factorized")
         input = dict(input)
         self.input_quant = InputQuantizer(input_max=self.input_max, kind=input.get("kind", "raw"),
                                           bits=input.get("bits"))
-        n = len(self.hidden)
+        n = len(conv) + len(self.hidden)
         weights = _per_layer(weight, n, "weight") if n else []
         acts = _per_layer(act, n, "act") if n else []
         if final_weight is None:
             final_weight = weights[-1] if weights else weight
-        widths = (self.input_size,) + self.hidden
         in_type, in_step = self.input_quant.out_type, self.input_quant.step
         self.hidden_linear = nn.ModuleList()
         self.hidden_norm = nn.ModuleList()
@@ -968,19 +1174,33 @@ class QuantNet(nn.Module):
             raise HwnetError("a factorized model cannot also learn its bitlengths")
         if self.factor is not None and len(self.factor["ranks"]) != n + 1:
             raise HwnetError(f"factor ranks must give one rank per layer ({n + 1}), got {self.factor['ranks']}")
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            if self.factor is not None:
-                self.hidden_linear.append(FactorizedLinear(a, b, self.factor["ranks"][i], bits=self.factor["bits"],
-                                                           in_type=in_type, in_step=in_step, bias=self.use_bias))
-            else:
-                wq = _build(WEIGHT_QUANTIZERS, weights[i], "weight quantizer")
-                self.hidden_linear.append(QuantLinear(a, b, wq, in_type=in_type, in_step=in_step,
-                                                      bias=self.use_bias, quantized_backprop=self.quantized_backprop))
+
+        def add(layer, width, i):
+            self.hidden_linear.append(layer)
             self.hidden_norm.append(nn.Identity() if self.norm == "none" else
-                                    BinaryBatchNorm(b, affine=self.norm == "affine"))
+                                    BinaryBatchNorm(width, affine=self.norm == "affine"))
             aq = _build(ACT_QUANTIZERS, acts[i], "activation quantizer")
             self.hidden_act.append(aq)
-            in_type, in_step = aq.out_type, aq.step
+            return aq.out_type, aq.step
+
+        shape = self.image
+        for i, spec in enumerate(conv):
+            wq = _build(WEIGHT_QUANTIZERS, weights[i], "weight quantizer")
+            layer = QuantConv2d(shape, spec, wq, in_type=in_type, in_step=in_step, bias=self.use_bias,
+                                quantized_backprop=self.quantized_backprop, what=f"conv layer {i + 1}")
+            in_type, in_step = add(layer, layer.out_features, i)
+            shape = layer.pooled_shape
+        widths = (int(np.prod(shape)) if conv else self.input_size,) + self.hidden
+        for j, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            i = len(conv) + j
+            if self.factor is not None:
+                layer = FactorizedLinear(a, b, self.factor["ranks"][i], bits=self.factor["bits"], in_type=in_type,
+                                         in_step=in_step, bias=self.use_bias)
+            else:
+                wq = _build(WEIGHT_QUANTIZERS, weights[i], "weight quantizer")
+                layer = QuantLinear(a, b, wq, in_type=in_type, in_step=in_step, bias=self.use_bias,
+                                    quantized_backprop=self.quantized_backprop)
+            in_type, in_step = add(layer, b, i)
         if self.factor is not None:
             self.final = FactorizedLinear(widths[-1], self.outputs, self.factor["ranks"][-1],
                                           bits=self.factor["bits"], in_type=in_type, in_step=in_step, per_row=False)
@@ -990,21 +1210,28 @@ class QuantNet(nn.Module):
                                      quantized_backprop=self.quantized_backprop)
         self.log_scale = nn.Parameter(torch.tensor(0.0))
         self.offset = nn.Parameter(torch.tensor(0.0)) if self.task == "regress" else None
+        self.conv = [layer.spec() for layer in self.conv_layers]
         self._config = {"input_size": self.input_size, "hidden": list(self.hidden), "outputs": self.outputs,
                         "input_max": self.input_max, "input": input,
                         "weight": weights,
                         "act": acts, "final_weight": final_weight,
                         "norm": self.norm, "bias": self.use_bias, "quantized_backprop": self.quantized_backprop,
                         "task": self.task, "bit_cost": None if bit_cost is None else dict(bit_cost),
-                        "factor": self.factor}
+                        "factor": self.factor, "image": None if self.image is None else list(self.image),
+                        "conv": self.conv or None}
         self.bit_cost = None if bit_cost is None else dict(bit_cost)
         if self.bit_cost is not None:
             _choice(self.bit_cost.get("kind"), BIT_COSTS, "bit cost")
             _positive(self.bit_cost.get("weight", 0) or 1e-300, "bit cost weight")
 
+    @property
+    def conv_layers(self):
+        """The :class:`QuantConv2d` layers (the first hidden layers)."""
+        return [q for q in self.hidden_linear if isinstance(q, QuantConv2d)]
+
     def config(self):
-        """Plain values that rebuild this architecture: ``QuantNet.from_config(model.config())``."""
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
+        """Plain values that rebuild this architecture: ``QuantNet.from_config(model.config())`` (a copy)."""
+        return copy.deepcopy(self._config)
 
     @classmethod
     def from_config(cls, config):
@@ -1019,28 +1246,43 @@ class QuantNet(nn.Module):
     # --- the pieces lowering evaluates --------------------------------------------------------------------
 
     def post(self, index, acc):
-        """Hidden layer ``index``'s eval-mode function of its integer accumulators ``acc`` (batch, C) -> codes."""
+        """Hidden layer ``index``'s eval-mode function of its integer accumulators ``acc`` (batch, C) -> codes
+        (element-wise per channel; for a convolution the batch is its output pixels)."""
         z = self.hidden_linear[index].scale_acc(acc)
         return self.hidden_act[index](self.hidden_norm[index](z))
 
     # --- forward ------------------------------------------------------------------------------------------
 
-    def _layers(self, x):
+    def _layers(self, x, *, real_weights=False):
+        """(every IR layer's values, flattened per sample, and the output). ``real_weights``: the hidden layers
+        and the final layer use their latent real weights (:meth:`real_weight_logits`)."""
         x = torch.as_tensor(x)
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise HwnetError(f"inputs must have shape (batch, {self.input_size}), got {tuple(x.shape)}")
         h = self.input_quant(x)
         values = [h]
         for linear, norm, act in zip(self.hidden_linear, self.hidden_norm, self.hidden_act):
+            if isinstance(linear, QuantConv2d):
+                z = linear.real_forward(h) if real_weights else linear(h)
+                h = act(norm(z)).reshape(-1, *linear.out_shape)  # pixel rows -> NHWC images
+                values.append(h.flatten(1))
+                if linear.pool is not None:
+                    h = _max_pool(h, linear.pool)
+                    values.append(h.flatten(1))
+                continue
+            h = h.flatten(1)  # an image is flattened NHWC before the first dense layer
             if isinstance(linear, FactorizedLinear):  # the raw middle layer is an IR layer of its own
                 mid = linear.inner_codes(h)
                 values.append(mid)
                 z = linear.outer(mid)
             else:
-                z = linear(h)
+                z = linear.real_forward(h) if real_weights else linear(h)
             h = act(norm(z))
             values.append(h)
+        h = h.flatten(1)
         final = self.final
+        if real_weights:
+            return values, final.real_forward(h)
         if isinstance(final, FactorizedLinear):
             h = final.inner_codes(h)
             values.append(h)
@@ -1065,10 +1307,18 @@ class QuantNet(nn.Module):
     def forward(self, x):
         return self._layers(x)[1]
 
+    def real_weight_logits(self, x):
+        """Logits computed with every layer's *latent real* weights, activations still quantized (positively
+        scaled, so their argmax is the class): how BinaryConnect's stochastic runs were evaluated."""
+        if self.factor is not None:
+            raise HwnetError("a factorized model has no single real weight matrix per layer to evaluate")
+        return self._layers(x, real_weights=True)[1]
+
     @torch.no_grad()
     def integer_trace(self, x):
-        """Every IR layer's output as int64 arrays, computed by this torch model in eval mode: the input codes
-        (unless the input is raw), each hidden layer's codes, the final accumulators."""
+        """Every IR layer's output as int64 arrays ``(N, size)``, computed by this torch model in eval mode: the
+        input codes (unless the input is raw), each hidden layer's codes (a convolution's output image and then
+        its pool's, each flattened NHWC), the final accumulators."""
         from .binarynet import _to_int64
         was_training = self.training
         self.eval()
@@ -1082,7 +1332,7 @@ class QuantNet(nn.Module):
     # --- training hooks -----------------------------------------------------------------------------------
 
     def _linears(self):
-        """Every QuantLinear (both halves of a factorized layer)."""
+        """Every QuantLinear, convolutions included (both halves of a factorized layer)."""
         out = []
         for q in list(self.hidden_linear) + [self.final]:
             out += [q.inner, q.outer] if isinstance(q, FactorizedLinear) else [q]
@@ -1096,15 +1346,15 @@ class QuantNet(nn.Module):
         return total
 
     def _bit_groups(self):
-        """Per layer: (weight bits, input bits, weights, outputs, MACs); bits are tensors (learnable or fixed)."""
+        """Per layer: (weight bits, input bits, weights, output values, MACs); bits are tensors (learnable or
+        fixed). A convolution's output values and MACs count every output pixel (:attr:`QuantConv2d.macs`)."""
         def bits_of(q, fixed_type):
             return q.n if isinstance(q, _LearnedBits) else torch.tensor(float(fixed_type.bits))
         groups = []
         in_bits = torch.tensor(float(self.input_quant.out_type.bits))
         for i, q in enumerate(self._linears()):
             wb = bits_of(q.quantizer, q.quantizer.weight_type)
-            groups.append((wb, in_bits, q.in_features * q.out_features, q.out_features,
-                           q.in_features * q.out_features))
+            groups.append((wb, in_bits, q.in_features * q.out_features, q.out_size, q.macs))
             if i < len(self.hidden_act):
                 act = self.hidden_act[i]
                 in_bits = bits_of(act, act.out_type)

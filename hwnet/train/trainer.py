@@ -14,6 +14,8 @@ Checkpoints are ``torch.save`` files holding only plain values (str, int, float,
      "config": {"input_size": ..., "hidden": [...], ...},   # BinarizedMLP(...) / QuantNet.from_config(...)
      "state_dict": {...}, "meta": {...}}
 
+A QuantNet's config carries its whole architecture, convolutional layers included (``image``, ``conv``).
+
 and are read back with ``torch.load(path, weights_only=True)``: loading one never runs code.
 """
 
@@ -55,10 +57,18 @@ def _defaults(dataset):
     return DEFAULTS.get(dataset.name, DEFAULTS["digits"])
 
 
+#: The most values one layer's output may hold in one batch of :func:`predict` (a convolution's output images
+#: count every pixel: ``batch * OH * OW * OC``); larger batches are made smaller.
+PREDICT_VALUES = 1 << 22
+
+
 @torch.no_grad()
 def predict(model, x, batch=4096):
     """Class per sample (int64): argmax of ``model``'s logits in eval mode on raw inputs ``x``, ties to the lowest
-    index (equal to :func:`hwnet.golden.classify` on the lowered network's outputs)."""
+    index (equal to :func:`hwnet.golden.classify` on the lowered network's outputs). Batches of ``batch`` samples,
+    fewer where a convolution's output images would exceed :data:`PREDICT_VALUES` values."""
+    widest = max([q.out_size for q in getattr(model, "conv_layers", [])], default=1)
+    batch = max(1, min(batch, PREDICT_VALUES // widest))
     was_training = model.training
     model.eval()
     try:
