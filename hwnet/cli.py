@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .autofold import BOARDS
 from .errors import HwnetError
 
 DATASETS = ("digits", "mnist", "mnist-full")
@@ -118,11 +119,19 @@ def _names(text):
 def _compile(args):
     from .compiler import set_hardware_choices
     from .flow import compile_design, load_model
+    budget = None
+    if args.board and args.budget:
+        raise HwnetError("give either --board or --budget, not both")
+    if args.board:
+        budget = BOARDS[args.board]
+    elif args.budget:
+        from .autofold import parse_budget
+        budget = parse_budget(args.budget, args.family)
     network = set_hardware_choices(load_model(args.model), weights_in_logic=_names(args.weights_in_logic),
-                                   bit_serial=_names(args.bit_serial))
+                                   bit_serial=_names(args.bit_serial), spram=_names(args.spram))
     t0 = time.monotonic()
     plan = compile_design(network, args.out, target_cycles=args.target_cycles, force=args.force,
-                          synth=not args.no_synth, progress=_say)
+                          synth=not args.no_synth, progress=_say, budget=budget)
     print(Path(args.out, "design.md").read_text(), end="")
     _say(f"compiled {network.name} in {time.monotonic() - t0:.1f} s: {plan.cycles_per_inference} cycles per "
          f"inference, {plan.memory_bits} memory bits; design in {args.out}")
@@ -185,7 +194,16 @@ def build_parser():
     c.add_argument("model", help="checkpoint from `hwnet train` (.pt) or IR file (.npz)")
     c.add_argument("--out", required=True, help="design directory to create")
     c.add_argument("--target-cycles", type=int, default=None,
-                   help="cycles per inference to fold unfolded layers to (default 128)")
+                   help="cycles per inference to fold unfolded layers to (default 128); with --board or --budget "
+                        "a throughput goal: the cheapest design that reaches it")
+    c.add_argument("--board", default=None, choices=sorted(BOARDS),
+                   help="fold for this part: the fastest design that fits its LUT4s, block RAMs and SPRAMs")
+    c.add_argument("--budget", default=None, metavar="KEY=VALUE,...",
+                   help="fold for an explicit budget, e.g. lut4=5000,ebr=30,spram=4 (with --family)")
+    c.add_argument("--family", default="ice40", choices=("ice40", "ecp5"), help="FPGA family of --budget")
+    c.add_argument("--spram", metavar="LAYERS", default=None,
+                   help="comma-separated dense layers whose weights stream from the iCE40UP's SPRAM (loaded at "
+                        "start-up)")
     c.add_argument("--force", action="store_true", help="replace --out if it exists")
     c.add_argument("--weights-in-logic", metavar="LAYERS", default=None,
                    help="comma-separated dense layers to unroll fully with their weights as constants in the "

@@ -139,11 +139,14 @@ def _synthesis_markdown(reports):
     return "\n".join(lines) + "\n"
 
 
-def compile_design(network, out_dir, *, target_cycles=None, force=False, synth=True, progress=None):
+def compile_design(network, out_dir, *, target_cycles=None, force=False, synth=True, progress=None, budget=None):
     """Compile ``network`` into the design directory ``out_dir``; returns the :class:`DesignPlan`.
 
-    Dense layers without a folding get one from :func:`hwnet.compiler.choose_folding` (``target_cycles`` per
-    vector, default :data:`hwnet.compiler.DEFAULT_TARGET_CYCLES`); layers with one keep it.
+    Dense and conv layers without a folding get one from :func:`hwnet.compiler.choose_folding` (``target_cycles``
+    per inference, default :data:`hwnet.compiler.DEFAULT_TARGET_CYCLES`); layers with one keep it. With a
+    ``budget`` (an :class:`hwnet.autofold.Budget`), :func:`hwnet.autofold.auto_fold` chooses instead: the fastest
+    design that fits (``target_cycles`` is then a throughput goal), its report in ``design.md`` and
+    ``design.json`` (``"autofold"``); nothing is written when nothing fits.
 
     With ``synth`` (the default) the Verilog is synthesized for iCE40 and ECP5 (:func:`hwnet.synth.synthesize`,
     both at once, cached by content) and the counts and the multiplier-free certificate go into ``design.json``
@@ -154,6 +157,14 @@ def compile_design(network, out_dir, *, target_cycles=None, force=False, synth=T
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise HwnetError(f"{out_dir}: already exists; choose another --out or pass --force to replace it")
+    choice = None
+    if budget is not None:
+        from .autofold import auto_fold
+        choice = auto_fold(network, budget, target_cycles=target_cycles, progress=progress)
+        network = choice.network
+        if progress:
+            for line in choice.report:
+                progress(line)
     network = compiler.choose_folding(network, target_cycles or compiler.DEFAULT_TARGET_CYCLES)
     plan = compiler.plan(network)
     from .sim.cache import cached_verilog
@@ -173,6 +184,10 @@ def compile_design(network, out_dir, *, target_cycles=None, force=False, synth=T
             Path(tmp, SPRAM_IMAGE).write_text("".join(f"{w:016x}\n" for w in plan.spram_image()))
         summary = plan.summary()
         markdown = _design_markdown(summary)
+        if choice is not None:
+            summary["autofold"] = {"budget": choice.budget.text(), "estimate": choice.resources.summary(),
+                                   "report": list(choice.report)}
+            markdown += "\n## Auto-folding\n\n" + "".join(f"    {line}\n" for line in choice.report)
         if synthesis:
             summary["synthesis"] = {family: r.summary() for family, r in synthesis.items()}
             markdown += _synthesis_markdown(synthesis)

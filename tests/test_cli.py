@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from hwnet import compiler, ir
 from hwnet.cli import main
 
 
@@ -238,3 +239,40 @@ def test_train_conv_refused_for_dense_only_methods(tmp_path, capsys):
         _fails(capsys, ["train", "--method", method, "--conv", "8c3", "--out", str(tmp_path / "m.pt")],
                f"method '{method}' cannot have convolutional layers")
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_compile_for_a_board_auto_folds_and_reports(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    net = ir.Network(input_type="uint8", input_size=64, name="boarded", layers=[
+        ir.MultiThreshold(thresholds=[[100]], out_type="bipolar", name="bin"),
+        ir.Dense(weights=rng.choice([-1, 1], size=(32, 64)), thresholds=rng.integers(-4, 5, size=(32, 1)),
+                 out_type="bipolar", name="fc1"),
+        ir.Dense(weights=rng.choice([-1, 1], size=(10, 32)), name="fc2")])
+    ir.save(net, tmp_path / "net.npz")
+    assert main(["compile", str(tmp_path / "net.npz"), "--out", str(tmp_path / "d"), "--board", "up5k",
+                 "--no-synth"]) == 0
+    summary = json.loads((tmp_path / "d" / "design.json").read_text())
+    assert summary["autofold"]["budget"].startswith("iCE40UP5K")
+    assert any(line.startswith("limited by: ") for line in summary["autofold"]["report"])
+    assert "## Auto-folding" in (tmp_path / "d" / "design.md").read_text()
+    # a budget nothing fits: one line, nothing written
+    code = main(["compile", str(tmp_path / "net.npz"), "--out", str(tmp_path / "e"), "--budget", "lut4=20,ebr=0",
+                 "--no-synth"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("hwnet: error: nothing fits budget (ice40: 20 LUT4")
+    assert not (tmp_path / "e").exists()
+
+
+def test_compile_streams_named_layers_from_spram(tmp_path):
+    rng = np.random.default_rng(3)
+    net = ir.Network(input_type="bipolar", input_size=32, name="spram", layers=[
+        ir.Dense(weights=rng.choice([-1, 1], size=(16, 32)), thresholds=rng.integers(-3, 4, size=(16, 1)),
+                 out_type="bipolar", pe=2, simd=16, name="fc1"),
+        ir.Dense(weights=rng.choice([-1, 1], size=(4, 16)), pe=1, simd=16, name="fc2")])
+    ir.save(net, tmp_path / "net.npz")
+    assert main(["compile", str(tmp_path / "net.npz"), "--out", str(tmp_path / "d"), "--spram", "fc1",
+                 "--no-synth"]) == 0
+    summary = json.loads((tmp_path / "d" / "design.json").read_text())
+    assert summary["spram_words"] == 16 and summary["stages"][0]["weights"].startswith("SPRAM words 0..15")
+    image = (tmp_path / "d" / "spram.hex").read_text().split()
+    assert [int(w, 16) for w in image] == compiler.plan(ir.load(tmp_path / "d" / "network.npz")).spram_image()
