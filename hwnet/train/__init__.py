@@ -4,7 +4,8 @@ Public API (imported lazily, so ``hwnet.train.data`` works without loading torch
 
 - :func:`load_dataset`, :func:`mnist_available`, :class:`Dataset` (``hwnet.train.data``; no torch)
 - :func:`train` and :data:`METHODS`, every training method (``hwnet.train.methods``; docs/methods.md)
-- :class:`QuantNet`, the model every method but BinaryNet builds from its quantizers (``hwnet.train.qnet``)
+- :class:`QuantNet`, the model every method but BinaryNet's MLP builds from its quantizers, dense and
+  convolutional (:class:`QuantConv2d`) layers (``hwnet.train.qnet``)
 - :class:`BinarizedMLP` and its building blocks (``hwnet.train.binarynet``)
 - :func:`fit`, :func:`train_binarynet`, :func:`evaluate`, :func:`predict`, :func:`save_checkpoint`,
   :func:`load_checkpoint`, :data:`DEFAULTS` (``hwnet.train.trainer``)
@@ -18,14 +19,14 @@ Nothing in this package imports Amaranth.
 
 import importlib
 
-__all__ = ["Dataset", "load_dataset", "mnist_available", "train", "METHODS", "QuantNet", "fit",
+__all__ = ["Dataset", "load_dataset", "mnist_available", "train", "METHODS", "QuantNet", "QuantConv2d", "fit",
            "BinarizedMLP", "BinaryLinear", "SignSTE",
            "train_binarynet", "evaluate", "predict", "save_checkpoint", "load_checkpoint", "DEFAULTS",
            "check_lowering"]
 
 _HOME = {
     "Dataset": "data", "load_dataset": "data", "mnist_available": "data",
-    "train": "methods", "METHODS": "methods", "QuantNet": "qnet", "fit": "trainer",
+    "train": "methods", "METHODS": "methods", "QuantNet": "qnet", "QuantConv2d": "qnet", "fit": "trainer",
     "BinarizedMLP": "binarynet", "BinaryLinear": "binarynet", "SignSTE": "binarynet",
     "train_binarynet": "trainer", "evaluate": "trainer", "predict": "trainer", "save_checkpoint": "trainer",
     "load_checkpoint": "trainer", "DEFAULTS": "trainer",
