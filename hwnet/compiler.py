@@ -666,6 +666,7 @@ class DesignPlan:
                                "out_type": s.out_type.name, "acc_type": s.acc_type.name,
                                "acc_bits": s.acc_bits, "threshold_search": s.threshold_search if not s.raw else None,
                                "weight_bits": s.weight_bits, "threshold_bits": s.threshold_bits,
+                               "memory_bits": s.memory_bits,
                                "weights": "logic" if s.weights_in_logic else
                                f"SPRAM words {s.spram_base}..{s.spram_base + s.depth - 1} x {s.word_bits} bits"
                                if s.streamed else f"{s.pe} x {s.depth} words x {s.simd * s.lane_bits} bits"})

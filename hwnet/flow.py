@@ -79,11 +79,20 @@ def _design_markdown(summary):
              "weights | memory bits |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary["stages"]:
         if s["kind"] == "dense":
-            memory = 0 if s["weights"] == "logic" else s["weight_bits"] + s["threshold_bits"]
-            lines.append(f"| {s['name']} | dense ({s['pe_kind']}) | {s['in']}->{s['out']} | {s['in_type']}/"
+            vectors = f" x {s['vectors']} pixels" if s["vectors"] > 1 else ""
+            lines.append(f"| {s['name']} | dense ({s['pe_kind']}) | {s['in']}->{s['out']}{vectors} | {s['in_type']}/"
                          f"{s['weight_type']}/{s['out_type']} | {s['pe']} | {s['simd']} | "
                          f"{s['nf']} x {s['sf']} x {s['planes']} | {s['cycles']} | {s['acc_bits']} | "
-                         f"{s['weights']} | {memory} |")
+                         f"{s['weights']} | {s['memory_bits']} |")
+        elif s["kind"] == "window":
+            shape = f"{'x'.join(map(str, s['in_shape']))} -> {'x'.join(map(str, s['out_shape'][:2]))} patches"
+            lines.append(f"| {s['name']} | sliding window {'x'.join(map(str, s['kernel']))} | {shape} | "
+                         f"{s['type']} | - | {s['simd']} | - | {s['cycles']} | - | line buffer {s['rows']} rows | "
+                         f"{s['line_buffer_bits']} |")
+        elif s["kind"] == "maxpool":
+            shape = f"{'x'.join(map(str, s['in_shape']))} -> {'x'.join(map(str, s['out_shape']))}"
+            lines.append(f"| {s['name']} | max-pool {'x'.join(map(str, s['kernel']))} | {shape} | {s['type']} | - | "
+                         f"{s['simd']} | - | {s['cycles']} | - | - | 0 |")
         else:
             lines.append(f"| {s['name']} | threshold | {s['size']} | {s['in_type']}/-/{s['out_type']} | - | "
                          f"{s['lanes']} | - | {s['cycles']} | - | - | 0 |")

@@ -276,3 +276,15 @@ def test_compile_streams_named_layers_from_spram(tmp_path):
     assert summary["spram_words"] == 16 and summary["stages"][0]["weights"].startswith("SPRAM words 0..15")
     image = (tmp_path / "d" / "spram.hex").read_text().split()
     assert [int(w, 16) for w in image] == compiler.plan(ir.load(tmp_path / "d" / "network.npz")).spram_image()
+
+
+def test_compile_and_simulate_a_cnn(tmp_path, capsys):
+    from hwnet.gateware.testing import random_cnn, random_inputs
+    rng = np.random.default_rng(4400)
+    net = random_cnn(rng)
+    ir.save(net, tmp_path / "cnn.npz")
+    assert main(["compile", str(tmp_path / "cnn.npz"), "--out", str(tmp_path / "d"), "--no-synth"]) == 0
+    text = (tmp_path / "d" / "design.md").read_text()
+    assert "| conv0_window | sliding window " in text and "| conv0 | dense (" in text
+    summary = json.loads((tmp_path / "d" / "design.json").read_text())
+    assert [s["kind"] for s in summary["stages"]][:2] == ["window", "dense"]
