@@ -118,14 +118,23 @@ def integer_mse(model, network, x):
     return float(torch.mean((out - xt / model.input_max) ** 2))
 
 
+#: The convolutional layers a method that needs them (Shift Attention) gets: the digits CNN of the tests and
+#: a MNIST one that pools twice.
+CONV = {"digits": [{"channels": 16, "kernel": 3, "padding": 1}, {"channels": 16, "kernel": 3, "padding": 1, "pool": 2}],
+        "mnist": [{"channels": 16, "kernel": 3, "padding": 1, "pool": 2},
+                  {"channels": 32, "kernel": 3, "padding": 1, "pool": 2}]}
+
+
 def run_method(ds, method, seed, epochs, verbose, hidden=None):
     """Train, lower and check one hwnet model; returns the run record."""
     m = METHODS[method]
+    conv = CONV[ds.name] if m.needs_conv else None
     rec = {"kind": "hwnet", "dataset": ds.name, "method": method, "seed": seed, "task": m.task,
            "hidden": list(hidden or DEFAULTS[ds.name]["hidden"]), "options": dict(m.options), "paper": m.paper,
            "epochs": epochs or DEFAULTS[ds.name]["epochs"], "failure": None}
     t0 = time.perf_counter()
-    model, history, results = train(ds, method, hidden=hidden, epochs=epochs, seed=seed,
+    rec["conv"] = conv
+    model, history, results = train(ds, method, hidden=hidden, conv=conv, epochs=epochs, seed=seed,
                                     progress=(lambda line: log(f"      {line}")) if verbose else None)
     rec["seconds"] = time.perf_counter() - t0
     rec["hidden"] = list(model.hidden)

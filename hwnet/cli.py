@@ -172,7 +172,8 @@ def build_parser():
 
     t = sub.add_parser("train", help="train a network and write a checkpoint")
     t.add_argument("--method", default="binarynet", help="training method (docs/methods.md): binarynet, "
-                   "binaryconnect, qnn, qnn-log, bnn+, fewmult, dfp, hwgq, ffn, bitpruning, lutnet, lutnet-ae")
+                   "binaryconnect, qnn, qnn-log, bnn+, fewmult, dfp, hwgq, ffn, bitpruning, lutnet, lutnet-ae, "
+                   "shift-attention (needs --conv)")
     t.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. --option act_bits=3 (repeatable; docs/methods.md lists them)")
     t.add_argument("--dataset", default="digits", choices=DATASETS)

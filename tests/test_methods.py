@@ -17,6 +17,8 @@ from hwnet.train.trainer import load_checkpoint, predict, save_checkpoint
 # binary weights start as coin flips and need more steps to pass the sanity bar below.
 BRIEF = {"hidden": (32, 24), "epochs": 4, "batch_size": 64}
 BRIEF_EPOCHS = {"binaryconnect": 12}
+# Methods that need convolutional layers (Shift Attention) get one small conv layer in front of the dense ones.
+BRIEF_CONV = [{"channels": 8, "kernel": 3, "stride": 2, "padding": 1}]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,8 @@ def trained(digits):
     def get(name):
         if name not in cache:
             torch.manual_seed(0)
-            cache[name] = train(digits, name, seed=1, **{**BRIEF, "epochs": BRIEF_EPOCHS.get(name, 4)})
+            conv = BRIEF_CONV if METHODS[name].needs_conv else None
+            cache[name] = train(digits, name, seed=1, conv=conv, **{**BRIEF, "epochs": BRIEF_EPOCHS.get(name, 4)})
         return cache[name]
     return get
 

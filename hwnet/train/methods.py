@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import HwnetError
 from .binarynet import BinarizedMLP
-from .qnet import QuantNet
+from .qnet import QuantNet, ShiftAttentionWeights, conv_spec
 from .trainer import _defaults, evaluate, fit, reconstruction_error
 
 __all__ = ["Method", "METHODS", "train", "resolve_options", "check_conv", "real_weight_accuracy",
@@ -40,7 +40,8 @@ class Method:
         Method options and their defaults (``hwnet train --option key=value``).
     build : callable
         ``build(dataset, hidden, options, conv=None) -> model`` (a :class:`QuantNet`; BinaryNet without ``conv``
-        builds its :class:`BinarizedMLP`). Methods with a ``conv_refusal`` take no ``conv``.
+        builds its :class:`BinarizedMLP`). Methods with a ``conv_refusal`` take no ``conv``; methods with
+        ``needs_conv`` always get one.
     after_epoch : callable or None
         ``after_epoch(model, epoch, epochs, options)``, called after every epoch.
     finish : callable or None
@@ -55,6 +56,8 @@ class Method:
         Multiplies the data set's default learning rate (an explicit ``lr`` is taken as given).
     conv_refusal : str or None
         Why the method cannot take convolutional layers (None: it can).
+    needs_conv : str or None
+        Why the method needs convolutional layers (None: it does not).
     """
 
     name: str
@@ -67,6 +70,7 @@ class Method:
     task: str = "classify"
     lr_scale: float = 1.0
     conv_refusal: str = None
+    needs_conv: str = None
 
 
 def _mlp(dataset, hidden, outputs=None, conv=None, **kwargs):
@@ -269,6 +273,65 @@ def _lutnet_autoencoder(ds, hidden, o):
     return _lutnet(ds, hidden, o, outputs=ds.input_size, task="regress")
 
 
+def _shift_attention_options(o):
+    """Shift Attention's options, checked (one-line HwnetError)."""
+    for key in ("tau0", "tau_final"):
+        if not math.isfinite(o[key]) or o[key] <= 0:
+            raise HwnetError(f"method 'shift-attention' option {key!r} must be a positive number, got {o[key]!r}")
+    for key, lo, hi in (("hard_epochs", 0, 1 << 20), ("act_bits", 1, 8)):
+        if isinstance(o[key], float) or not lo <= o[key] <= hi:
+            raise HwnetError(f"method 'shift-attention' option {key!r} must be an integer from {lo} to {hi}, got "
+                             f"{o[key]!r}")
+    return o
+
+
+def _shift_attention(ds, hidden, o, conv=None):
+    """Shift Attention Layers: every convolution with a kernel larger than 1x1 gets the shift-attention weights
+    (binary weights times a per-kernel attention over the positions; one position per kernel at inference, a
+    ternary layer); 1x1 convolutions and dense layers get BinaryNet's binary weights. The raw multi-bit pixels go
+    into the first convolution; batch norm, then sign activations (``act_bits=1``) or uniform k-bit ones."""
+    _shift_attention_options(o)
+    specs = [conv_spec(c, f"conv layer {i + 1}") for i, c in enumerate(conv or [])]
+    if not any(spec["kernel"] != [1, 1] for spec in specs):
+        raise HwnetError("method 'shift-attention' needs a convolution with a kernel larger than 1x1 (its attention "
+                         "chooses one position of each kernel); use e.g. --conv 16c3p1,16c3p1,mp2")
+    binary = {"kind": "binary", "mode": "ste"}
+    shift = {"kind": "shift-attention", "tau": o["tau0"]}
+    weight = [dict(shift if spec["kernel"] != [1, 1] else binary) for spec in specs]
+    weight += [dict(binary) for _ in tuple(hidden)]
+    act = {"kind": "sign", "mode": "ste"} if o["act_bits"] == 1 else {"kind": "uniform", "bits": o["act_bits"]}
+    model = _mlp(ds, hidden, conv=conv, input={"kind": "raw"}, weight=weight, act=act, final_weight=dict(binary))
+    with torch.no_grad():  # as BinaryNet's CNN: logits of order one at the start
+        model.log_scale.fill_(-0.5 * math.log(model.final.in_features))
+    return model
+
+
+def _shift_attention_layers(model):
+    return [m for m in model.modules() if isinstance(m, ShiftAttentionWeights)]
+
+
+def _anneal(model, epoch, epochs, options):
+    """Set every shift-attention layer's temperature for the next epoch (:meth:`ShiftAttentionWeights.temperature`:
+    geometric from ``tau0`` to ``tau_final``, then ``hard_epochs`` at the hard one-hot attention)."""
+    tau = ShiftAttentionWeights.temperature(epoch + 1, epochs, tau0=options["tau0"], tau_final=options["tau_final"],
+                                            hard_epochs=options["hard_epochs"])
+    for q in _shift_attention_layers(model):
+        q.tau.fill_(tau)
+
+
+def _shift_attention_finish(model, dataset, options, refit):
+    """Without hard epochs the batch norms last saw the soft attention: re-estimate them for the hard one."""
+    if any(float(q.tau) > 0 for q in _shift_attention_layers(model)):
+        reestimate_batchnorm(model, dataset.train_x)
+    return model
+
+
+def _shift_attention_extras(model, dataset, options):
+    """Per shift-attention layer, how many kernels kept each position (``ky * KW + kx``)."""
+    return {"kept_positions": [np.bincount(q.kept().numpy().ravel(), minlength=q.positions).tolist()
+                               for q in _shift_attention_layers(model)]}
+
+
 _LUT_OPTIONS = {"clusters": 16, "product_bits": 8, "fn": "tanh", "act_bits": 3, "input_bits": 3}
 
 #: Every method, by ``--method`` name.
@@ -300,6 +363,11 @@ METHODS = {m.name: m for m in (
     Method("lutnet-ae", "Baluja et al. 2018, No Multiplication? No Floating Point? No Problem! (autoencoder)",
            dict(_LUT_OPTIONS), _lutnet_autoencoder, after_epoch=_cluster, task="regress",
            conv_refusal="it is a dense autoencoder (input -> hidden -> input)"),
+    Method("shift-attention", "Hacene, Lassance, Gripon, Courbariaux, Bengio 2019, Attention Based Pruning for "
+           "Shift Networks (Shift Attention Layers)",
+           {"tau0": 0.05, "tau_final": 0.0143, "hard_epochs": 2, "act_bits": 1}, _shift_attention,
+           after_epoch=_anneal, finish=_shift_attention_finish, extras=_shift_attention_extras,
+           needs_conv="its attention prunes each convolution kernel to one position"),
 )}
 
 
@@ -325,10 +393,14 @@ def resolve_options(method, given):
 
 
 def check_conv(method, conv):
-    """Refuse (one-line HwnetError) convolutional layers ``conv`` for a :class:`Method` that cannot take them."""
+    """Refuse (one-line HwnetError) convolutional layers ``conv`` for a :class:`Method` that cannot take them, and
+    their absence for one that needs them."""
     if conv and method.conv_refusal is not None:
         raise HwnetError(f"method {method.name!r} cannot have convolutional layers ({method.conv_refusal}); "
                          f"leave out the conv layers (--conv), or choose another method")
+    if not conv and method.needs_conv is not None:
+        raise HwnetError(f"method {method.name!r} needs convolutional layers ({method.needs_conv}); add them with "
+                         f"--conv, e.g. --conv 16c3p1,16c3p1,mp2 (in Python train(..., conv=[...]))")
 
 
 def train(dataset, method="binarynet", *, hidden=None, conv=None, epochs=None, batch_size=None, lr=None,

@@ -54,7 +54,7 @@ LUT4_PER_BIT_PRODUCT = 2.8
 
 __all__ = ["QuantNet", "QuantLinear", "QuantConv2d", "conv_spec", "FactorizedLinear", "WeightQuantizer",
            "ActQuantizer", "InputQuantizer", "WEIGHT_QUANTIZERS", "ACT_QUANTIZERS", "INPUT_QUANTIZERS", "BIT_COSTS",
-           "LUT4_PER_BIT_PRODUCT", "round_ste"]
+           "LUT4_PER_BIT_PRODUCT", "round_ste", "ShiftAttentionWeights"]
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -148,6 +148,11 @@ class WeightQuantizer(nn.Module):
         """Lookup-table products (int64, (weight values, input values)) and the scale ``S`` they carry
         (``acc / S`` is the real pre-activation), or ``(None, None)`` for ``codes * x`` arithmetic."""
         return None, None
+
+    def bind_conv(self, *, kernel, channels, out_channels):
+        """Called by :class:`QuantConv2d` before its weights are initialized, with the layer's ``kernel``
+        ``(KH, KW)``, input ``channels`` and ``out_channels``: a quantizer whose parameters depend on the kernel's
+        geometry (Shift Attention's per-kernel attention) creates them here. No-op by default."""
 
 
 class BinaryWeights(WeightQuantizer):
@@ -511,8 +516,117 @@ class FactorWeights(WeightQuantizer):
             self.d.clamp_(min=1e-12)
 
 
+class ShiftAttentionWeights(WeightQuantizer):
+    """Shift Attention Layers ("Attention Based Pruning for Shift Networks", Hacene, Lassance, Gripon, Courbariaux,
+    Bengio 2019): a convolution whose every kernel (one per output channel ``oc`` and input channel ``ic``) keeps
+    one of its ``KH * KW`` positions, so that the layer is a shift of each input channel followed by a 1x1
+    convolution. Conv layers only (:class:`QuantConv2d` calls :meth:`bind_conv`).
+
+    Parameters: the latent weights ``w`` ``(OC, KH * KW * C)`` in the layer's patch order ``(ky, kx, ic)``, and
+    the attention logits :attr:`logits` ``(OC, KH * KW, C)`` (one vector over the positions per ``(oc, ic)``;
+    reshaped to ``(OC, KH * KW * C)`` they line up with ``w``), initialized uniform in ``[0, 1)`` as in the
+    authors' code.
+
+    - **Training** (``tau > 0``): ``sign(w)`` (BinaryNet's gated straight-through estimator) times the attention
+      ``softmax(a / (std(a) * tau))`` over each kernel's positions, ``a`` the kernel's logits: they are divided by
+      their standard deviation over the positions (as the authors' code does), so that ``tau`` alone sets how
+      peaked the attention is. Gradients reach both ``w`` and the logits.
+    - **Hard** (``tau == 0``, the last epochs of the method) and **eval** (and lowering): exactly one position per
+      ``(oc, ic)``, the argmax of the logits (the argmax of the attention at every temperature; ties to the lowest
+      position index), with weight ``sign(w)`` there and 0 at every other position: ``ternary`` codes, scale 1.
+      In hard training the gradient reaches ``w`` at the kept positions only.
+
+    ``tau`` is a buffer (it round-trips with the checkpoint); the method's ``after_epoch`` hook anneals it
+    (:meth:`temperature`).
+    """
+
+    kind = "shift-attention"
+
+    def __init__(self, *, tau=1.0, per_row=True):
+        super().__init__(per_row=per_row)
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
+            raise HwnetError(f"shift-attention temperature tau must be a number >= 0 (0: the hard one-hot "
+                             f"attention), got {tau!r}")
+        self.register_buffer("tau", torch.tensor(float(tau)))
+        self.kernel = self.channels = None
+        self.register_parameter("logits", None)
+
+    @property
+    def weight_type(self):
+        return TERNARY
+
+    @property
+    def positions(self):
+        """Kernel positions ``KH * KW`` (None before :meth:`bind_conv`)."""
+        return None if self.kernel is None else self.kernel[0] * self.kernel[1]
+
+    def bind_conv(self, *, kernel, channels, out_channels):
+        self.kernel, self.channels = (int(kernel[0]), int(kernel[1])), int(channels)
+        self.logits = nn.Parameter(torch.empty(int(out_channels), self.positions, self.channels))
+        with torch.no_grad():
+            self.logits.uniform_(0.0, 1.0)
+
+    def _check(self, w):
+        if self.logits is None:
+            raise HwnetError("shift-attention weights are for convolutional layers only (each kernel keeps one of "
+                             "its positions); a dense layer cannot have them")
+        expected = (self.logits.shape[0], self.positions * self.channels)
+        if tuple(w.shape) != expected:
+            raise HwnetError(f"shift-attention weights: the layer's weights have shape {tuple(w.shape)}, not "
+                             f"{expected} (OC, KH * KW * C)")
+
+    def attention(self, tau=None):
+        """The soft attention ``(OC, KH * KW, C)`` at temperature ``tau`` (default :attr:`tau`, which must then be
+        positive): a softmax over each kernel's positions, summing to 1."""
+        tau = float(self.tau) if tau is None else float(tau)
+        if not tau > 0:
+            raise HwnetError(f"the soft attention needs a positive temperature, got {tau}")
+        a = self.logits
+        if self.positions > 1:  # the authors' normalization: unit spread over each kernel's positions
+            a = a / a.std(dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.softmax(a / tau, dim=1)
+
+    @torch.no_grad()
+    def kept(self):
+        """The kept position of every kernel, ``(OC, C)`` int64 (``ky * KW + kx``): the argmax of the logits over
+        the positions, ties to the lowest index."""
+        return torch.argmax(self.logits.detach(), dim=1)
+
+    def mask(self):
+        """The hard attention: one-hot ``(OC, KH * KW, C)`` float, 1 at each kernel's :meth:`kept` position."""
+        return torch.zeros_like(self.logits).scatter_(1, self.kept()[:, None, :], 1.0).detach()
+
+    def quantize(self, w):
+        self._check(w)
+        if not self.training:
+            return binary_sign(w.detach()) * self.mask().reshape(w.shape), self._rows(w, 1.0)
+        attention = self.mask() if float(self.tau) == 0 else self.attention()
+        return sign_ste(w) * attention.reshape(w.shape), self._rows(w, 1.0)
+
+    @torch.no_grad()
+    def init_(self, w):
+        self._check(w)
+        super().init_(w)
+
+    def clip_(self, w):
+        Q.clip_(w, 1.0)
+
+    @staticmethod
+    def temperature(epoch, epochs, *, tau0, tau_final, hard_epochs):
+        """The temperature of (1-based) ``epoch`` of ``epochs``: ``min(hard_epochs, epochs - 1)`` hard epochs
+        (0) at the end; before them, geometric from ``tau0`` (the first epoch) to ``tau_final`` (the last soft
+        epoch)."""
+        hard = min(int(hard_epochs), int(epochs) - 1)
+        soft = int(epochs) - hard
+        if epoch > soft:
+            return 0.0
+        if soft == 1:
+            return float(tau0)
+        return float(tau0) * (float(tau_final) / float(tau0)) ** ((min(epoch, soft) - 1) / (soft - 1))
+
+
 WEIGHT_QUANTIZERS = {q.kind: q for q in (BinaryWeights, TernaryWeights, IntWeights, Pow2Weights, FixedWeights,
-                                          CodebookWeights, LearnedBitsWeights, RealWeights)}
+                                          CodebookWeights, LearnedBitsWeights, RealWeights, ShiftAttentionWeights)}
 
 
 # --- activation quantizers -------------------------------------------------------------------------------------
@@ -953,6 +1067,7 @@ class QuantConv2d(QuantLinear):
         if pool is not None and (pool[0] > oh or pool[1] > ow):
             raise HwnetError(f"{what}: the {pool[0]}x{pool[1]} max-pool does not fit the layer's {oh}x{ow} output; "
                              f"use a smaller pool")
+        quantizer.bind_conv(kernel=(kh, kw), channels=c, out_channels=spec["channels"])
         super().__init__(kh * kw * c, spec["channels"], quantizer, in_type=in_type, in_step=in_step, bias=bias,
                          quantized_backprop=quantized_backprop)
         self.kernel, self.stride, self.padding = tuple(spec["kernel"]), tuple(spec["stride"]), tuple(spec["padding"])
