@@ -34,7 +34,12 @@ from . import compiler
 from .errors import HwnetError
 from .ir import Conv2d, Dense
 
-__all__ = ["Budget", "BOARDS", "EBR_IN_LUTS", "FoldingChoice", "auto_fold", "parse_budget"]
+__all__ = ["Budget", "BOARDS", "EBR_IN_LUTS", "ICE40_FF_CELLS", "FoldingChoice", "auto_fold", "parse_budget"]
+
+#: Logic cells an iCE40 flip-flop takes beyond the LUT4s: nextpnr-ice40 packs a LUT4 and a flip-flop into one
+#: cell only when the LUT4 drives it, and hwnet's designs pair few. Measured on auto-folded UP5K designs
+#: (bench/bench_roofline.py): (placed cells - LUT4s) / flip-flops = 0.87 (TFC), 0.79 (SFC).
+ICE40_FF_CELLS = 0.85
 
 #: LUT4s one block RAM is worth when choosing between foldings (about a typical part's LUT4 per block RAM:
 #: iCE40UP5K 5,280 / 30, ECP5-25F 24,288 / 56).
@@ -49,7 +54,8 @@ class Budget:
     ----------
     family : ``"ice40"`` or ``"ecp5"``
     lut4 : int
-        LUT4s (on ECP5 LUT4 equivalents: a ``CCU2C`` carry cell counts two).
+        LUT4s: on iCE40 logic cells (:meth:`logic`), on ECP5 LUT4 equivalents (a ``CCU2C`` carry cell counts
+        two).
     ebr : int
         Block RAMs (iCE40 4 Kbit, ECP5 18 Kbit).
     spram : int
@@ -87,9 +93,17 @@ class Budget:
     def max_ff(self):
         return self.lut4 if self.ff is None else self.ff
 
+    def logic(self, resources):
+        """The LUT4s (iCE40: logic cells) ``resources`` take: on iCE40 a logic cell holds one LUT4 and one
+        flip-flop, but nextpnr pairs few of them, so a flip-flop costs :data:`ICE40_FF_CELLS` of a cell beyond the
+        LUT4s; on ECP5 the LUT4 equivalents (a carry cell counts two)."""
+        if self.family == "ice40":
+            return resources.lut4 + ICE40_FF_CELLS * resources.ff
+        return resources.lut4_equivalent
+
     def over(self, resources):
         """What ``resources`` (an :class:`hwnet.estimate.Resources`) exceeds, as text; empty if it fits."""
-        limits = (("LUT4", resources.lut4_equivalent, self.lut4 * self.fill),
+        limits = (("logic cells" if self.family == "ice40" else "LUT4", self.logic(resources), self.lut4 * self.fill),
                   ("flip-flops", resources.ff, self.max_ff * self.fill),
                   ("block RAMs", resources.ebr, self.ebr), ("SPRAMs", resources.spram, self.spram))
         return ", ".join(f"{what} {round(used)} > {limit:g}" for what, used, limit in limits if used > limit)
@@ -188,7 +202,7 @@ class _Search:
             if streamed:
                 stage = replace(stage, spram_base=0)
             resources = self.estimate.dense_stage(stage, self.family)
-            self._stages[key] = (stage, resources, resources.lut4_equivalent + self.rate * resources.ebr)
+            self._stages[key] = (stage, resources, self.budget.logic(resources) + self.rate * resources.ebr)
         return self._stages[key]
 
     def options(self, index, target, streamed):
