@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.hwnet-installed
 BENCH_STAMP = $(VENV)/.hwnet-bench-installed
 JOBS   ?= 2
 
-.PHONY: demo test test-fast bench bench-pe bench-methods install clean
+.PHONY: demo test test-fast bench bench-pe bench-methods bench-estimate bench-roofline install clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ bench: $(STAMP)
 
 bench-pe: $(STAMP)
 	$(BIN)/python bench/bench_pe.py --jobs $(JOBS)
+
+bench-estimate: $(STAMP)
+	$(BIN)/python bench/bench_estimate.py
+
+bench-roofline: $(STAMP)
+	$(BIN)/python bench/bench_roofline.py
 
 # The training-methods benchmark needs the bench extra (Brevitas, for its baseline) on top of the install.
 $(BENCH_STAMP): $(STAMP)
