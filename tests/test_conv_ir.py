@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hwnet import compiler, golden, ir
+from hwnet import golden, ir
 from hwnet.datatypes import parse_type
 from hwnet.errors import HwnetError
 
