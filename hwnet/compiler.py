@@ -26,7 +26,7 @@ import numpy as np
 
 from .datatypes import DataType
 from .errors import HwnetError
-from .ir import Conv2d, Dense, MaxPool2d, MultiThreshold
+from .ir import Conv2d, Dense, MaxPool2d, MultiThreshold, window_out_shape
 
 __all__ = ["choose_folding", "set_hardware_choices", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "WindowStage",
            "PoolStage", "WindowGeometry", "window_simd", "conv_cycles", "Arithmetic", "pe_kind",
@@ -464,9 +464,7 @@ class WindowGeometry:
     @property
     def out_shape(self):
         """``(OH, OW, C)``: output pixels (patches) per image, and the channels."""
-        (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = (self.in_shape, self.kernel, self.stride,
-                                                                      self.padding)
-        return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1, c
+        return window_out_shape(self.in_shape, self.kernel, self.stride, self.padding)
 
     @property
     def patch_size(self):
@@ -570,8 +568,7 @@ class PoolStage:
 
     @property
     def out_shape(self):
-        (h, w, c), (kh, kw), (sh, sw) = self.in_shape, self.kernel, self.stride
-        return (h - kh) // sh + 1, (w - kw) // sw + 1, c
+        return window_out_shape(self.in_shape, self.kernel, self.stride)
 
     @property
     def in_size(self):

@@ -104,6 +104,7 @@ import numpy as np
 
 from . import compiler as _compiler  # attributes taken at call time: the compiler may import this module
 from .errors import HwnetError
+from .ir import window_out_shape
 
 __all__ = ["FAMILIES", "PORTS", "STYLES", "Resources", "MemoryMapping", "BlockEstimate", "COEFFICIENTS",
            "memory_blocks", "estimate_block", "estimate_design", "dense_stage", "threshold_stage", "width_converter",
@@ -894,8 +895,7 @@ def _window_features(in_shape, kernel, stride, padding, simd, bits, rows, family
     cf = c // simd
     wcf = w * cf
     depth = rows * wcf
-    oh = (h + top + bottom - kh) // sh + 1
-    ow = (w + left + right - kw) // sw + 1
+    oh, ow, _ = window_out_shape(in_shape, kernel, stride, padding)
     t = _Tally(family)
     t.add("ctl_window")
     t.memory("lines", memory_blocks(depth, simd * bits, family, ports="ram"))
@@ -920,7 +920,7 @@ def _window_features(in_shape, kernel, stride, padding, simd, bits, rows, family
 def _pool_features(in_shape, kernel, stride, simd, dtype, family):
     (h, w, c), (kh, kw), (sh, sw) = in_shape, kernel, stride
     cf = c // simd
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    oh, ow, _ = window_out_shape(in_shape, kernel, stride)
     bits = dtype.bits
     t = _Tally(family)
     t.add("ctl_pool")

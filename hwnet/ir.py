@@ -38,7 +38,7 @@ import numpy as np
 from .datatypes import parse_type, type_for_range
 from .errors import HwnetError
 
-__all__ = ["Network", "Dense", "MultiThreshold", "Conv2d", "MaxPool2d", "default_pad_value", "WEIGHT_STORAGES", "save", "load", "FORMAT", "VERSION",
+__all__ = ["Network", "Dense", "MultiThreshold", "Conv2d", "MaxPool2d", "window_out_shape", "default_pad_value", "WEIGHT_STORAGES", "save", "load", "FORMAT", "VERSION",
            "HEADER_KEY"]
 
 FORMAT = "hwnet-ir"
@@ -352,6 +352,16 @@ def _in_shape(value, what):
     return _int_tuple(value, f"{what}: in_shape", "(H, W, C), three positive integers", 3, 1, scalar=False)
 
 
+def window_out_shape(in_shape, kernel, stride, padding=(0, 0, 0, 0)):
+    """``(OH, OW, C)``: the windows a ``kernel`` ``(KH, KW)`` sliding by ``stride`` ``(sh, sw)`` takes over an
+    ``in_shape`` ``(H, W, C)`` image padded by ``padding`` ``(top, bottom, left, right)``:
+    ``OH = (H + top + bottom - KH) // sh + 1``, ``OW = (W + left + right - KW) // sw + 1`` (the output of a
+    :class:`Conv2d` per output channel, of a :class:`MaxPool2d` per channel). Below 1 when the kernel does not
+    fit."""
+    (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = in_shape, kernel, stride, padding
+    return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1, c
+
+
 def default_pad_value(in_type):
     """The value a convolution pads with when none is given: 0 where 0 is a legal value of ``in_type``
     (``uint<k>``, ``int<k>``, ternary), else the type's minimum (-1 for bipolar)."""
@@ -464,9 +474,8 @@ class Conv2d:
     @property
     def out_shape(self):
         """``(OH, OW, OC)`` of the output image."""
-        (h, w, _), (sh, sw), (top, bottom, left, right) = self.in_shape, self.stride, self.padding
-        return ((h + top + bottom - self.kernel_h) // sh + 1, (w + left + right - self.kernel_w) // sw + 1,
-                self.out_channels)
+        oh, ow, _ = window_out_shape(self.in_shape, (self.kernel_h, self.kernel_w), self.stride, self.padding)
+        return oh, ow, self.out_channels
 
     @property
     def in_size(self):
@@ -572,8 +581,7 @@ class MaxPool2d:
     @property
     def out_shape(self):
         """``(OH, OW, C)`` of the output image."""
-        (h, w, c), (kh, kw), (sh, sw) = self.in_shape, self.kernel, self.stride
-        return (h - kh) // sh + 1, (w - kw) // sw + 1, c
+        return window_out_shape(self.in_shape, self.kernel, self.stride)
 
     @property
     def in_size(self):

@@ -7,7 +7,6 @@ import torch
 
 from hwnet import golden
 from hwnet.errors import HwnetError
-from hwnet.train.data import load_dataset
 from hwnet.train.lower import check_lowering, lower
 from hwnet.train.methods import METHODS, resolve_options, train
 from hwnet.train.qnet import CodebookWeights, QuantNet
@@ -19,11 +18,6 @@ BRIEF = {"hidden": (32, 24), "epochs": 4, "batch_size": 64}
 BRIEF_EPOCHS = {"binaryconnect": 12}
 # Methods that need convolutional layers (Shift Attention) get one small conv layer in front of the dense ones.
 BRIEF_CONV = [{"channels": 8, "kernel": 3, "stride": 2, "padding": 1}]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 # amaranth: UnusedElaboratable=no
 
 import itertools
-import random
 import re
 
 import numpy as np
@@ -12,8 +11,7 @@ from hwnet import golden
 from hwnet.datatypes import parse_type
 from hwnet.errors import HwnetError
 from hwnet.gateware import MaxPool
-from hwnet.gateware.testing import (StreamSink, StreamSource, divisors, run_simulation, simulate_stream,
-                                    vectors_to_beats)
+from hwnet.gateware.testing import divisors, run_with_output_held, simulate_stream, vectors_to_beats
 from hwnet.ir import Dense, MaxPool2d
 
 TYPES = ["bipolar", "uint3", "int4", "ternary"]
@@ -118,19 +116,9 @@ def test_stalled_output_holds_only_completing_beats():
     rng = np.random.default_rng(9)
     x = rng.choice(layer.in_type.values(), size=(2, layer.in_size))
     expected = vectors_to_beats(golden.maxpool2d(layer, x), layer.in_type, 1)
-    source = StreamSource(dut.i, vectors_to_beats(x, layer.in_type, 1))
-    sink = StreamSink(dut.o, len(expected), rng=random.Random(3), ready_prob=0.7)
-    taken_while_held = []
-
-    async def held_sink(ctx):
-        ctx.set(dut.o.ready, 0)
-        await ctx.tick().repeat(100)
-        taken_while_held.append(len(source.cycles))
-        await sink.testbench(ctx)
-
-    run_simulation(dut, [source.testbench, held_sink], max_cycles=5000)
+    taken_while_held, sink = run_with_output_held(dut, vectors_to_beats(x, layer.in_type, 1), len(expected))
     # row 1 (6 pixels x 2 beats): pixel 1 completes the first window (beats 14, 15); beat 15 waits
-    assert taken_while_held == [6 * 2 + 1 * 2 + 1]
+    assert taken_while_held == 6 * 2 + 1 * 2 + 1
     assert sink.beats == expected and not sink.violations
 
 

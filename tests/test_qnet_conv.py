@@ -10,11 +10,13 @@ from hwnet import golden, ir
 from hwnet.datatypes import BIPOLAR, parse_type
 from hwnet.errors import HwnetError
 from hwnet.train import trainer
-from hwnet.train.data import Dataset, load_dataset
+from hwnet.train.data import Dataset
 from hwnet.train.lower import check_lowering, lower
 from hwnet.train.methods import METHODS, reestimate_batchnorm, resolve_options, train
 from hwnet.train.qnet import BinaryWeights, CodebookWeights, IntWeights, QuantConv2d, QuantNet
 from hwnet.train.trainer import load_checkpoint, predict, save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # `hwnet train --conv 8c3p1,8c3p1,mp2 --hidden 32`: 8x8x8, 8x8x8, pooled to 4x4x8, then 128 -> 32 -> 10.
 CONV = [{"channels": 8, "kernel": 3, "padding": 1}, {"channels": 8, "kernel": 3, "padding": 1, "pool": 2}]
@@ -36,21 +38,6 @@ GEOMETRIES = [  # (kernel, stride, padding, pool)
     ([1, 3], 3, [0, 2, 1, 1], None),
     (3, [1, 2], [2, 1, 0, 1], [2, 1]),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These networks are tiny: on a shared 2-core machine one torch thread trains them several times faster than
-    two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

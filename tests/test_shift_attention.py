@@ -13,12 +13,13 @@ from hwnet import golden
 from hwnet.cli import main
 from hwnet.datatypes import TERNARY, parse_type
 from hwnet.errors import HwnetError
-from hwnet.train.data import load_dataset
 from hwnet.train.lower import check_lowering, lower
 from hwnet.train.methods import METHODS, reestimate_batchnorm, resolve_options, train
 from hwnet.train.qnet import (WEIGHT_QUANTIZERS, BinaryWeights, QuantConv2d, QuantLinear, QuantNet,
                               ShiftAttentionWeights)
 from hwnet.train.trainer import load_checkpoint, predict, save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # `hwnet train --method shift-attention --conv 16c3p1,16c3p1,mp2 --hidden 32 --epochs 8`. Measured (seed 0, one
 # torch thread, torch 2.13 CPU): 0.911 test accuracy; seeds 1, 2: 0.917, 0.894 (BinaryNet's CNN: 0.94).
@@ -26,20 +27,6 @@ CONV = [{"channels": 16, "kernel": 3, "padding": 1}, {"channels": 16, "kernel": 
 HIDDEN = (32,)
 EPOCHS = 8
 ACCURACY = 0.85
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: on a shared 2-core machine one torch thread trains them faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,8 @@ import torch
 
 from hwnet.errors import HwnetError
 from hwnet.train.binarynet import BinarizedMLP, BinaryLinear
-from hwnet.train.data import Dataset, load_dataset
+from hwnet.train.data import Dataset
 from hwnet.train.trainer import DEFAULTS, evaluate, load_checkpoint, predict, save_checkpoint, train_binarynet
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

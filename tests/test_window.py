@@ -1,7 +1,6 @@
 # amaranth: UnusedElaboratable=no
 
 import itertools
-import random
 import re
 
 import numpy as np
@@ -12,8 +11,8 @@ from hwnet import golden
 from hwnet.datatypes import parse_type
 from hwnet.errors import HwnetError
 from hwnet.gateware import SlidingWindow
-from hwnet.gateware.testing import (SimulationTimeout, StreamSink, StreamSource, divisors, run_simulation,
-                                    simulate_stream, vectors_to_beats)
+from hwnet.gateware.testing import (SimulationTimeout, divisors, run_with_output_held, simulate_stream,
+                                    vectors_to_beats)
 from hwnet.ir import Conv2d, Dense
 
 TYPES = ["uint3", "bipolar", "int2", "ternary", "uint1"]
@@ -124,19 +123,9 @@ def test_writer_never_overwrites_pending_rows():
     rng = np.random.default_rng(7)
     x = rng.choice(layer.in_type.values(), size=(2, layer.in_size))
     expected = vectors_to_beats(golden.conv2d_patches(layer, x), layer.in_type, 1)
-    source = StreamSource(dut.i, vectors_to_beats(x, layer.in_type, 1))
-    sink = StreamSink(dut.o, len(expected), rng=random.Random(3), ready_prob=0.7)
-    taken_while_held = []
-
-    async def held_sink(ctx):
-        ctx.set(dut.o.ready, 0)
-        await ctx.tick().repeat(100)
-        taken_while_held.append(len(source.cycles))
-        await sink.testbench(ctx)
-
-    run_simulation(dut, [source.testbench, held_sink], max_cycles=5000)
+    taken_while_held, sink = run_with_output_held(dut, vectors_to_beats(x, layer.in_type, 1), len(expected))
     # output row 0 reads rows 0..1 (top padding 1): rows 0..3 fill the 4 slots, row 4 would overwrite row 0
-    assert taken_while_held == [4 * 4 * 2]
+    assert taken_while_held == 4 * 4 * 2
     assert sink.beats == expected and not sink.violations
 
 

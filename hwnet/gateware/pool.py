@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..datatypes import DataType
 from ..errors import HwnetError
-from ..ir import MaxPool2d, _int_tuple
+from ..ir import MaxPool2d, _int_tuple, window_out_shape
 from ._common import beat_signature, check_positive_int, validating
 
 __all__ = ["MaxPool"]
@@ -121,8 +121,7 @@ class MaxPool(wiring.Component):
     @property
     def out_shape(self):
         """``(OH, OW, C)`` of each output image."""
-        (h, w, c), (kh, kw), (sh, sw) = self._in_shape, self._kernel, self._stride
-        return (h - kh) // sh + 1, (w - kw) // sw + 1, c
+        return window_out_shape(self._in_shape, self._kernel, self._stride)
 
     @property
     def in_beats(self):

@@ -27,7 +27,7 @@ from ..compiler import pack_lanes, unpack_lanes
 from ..datatypes import parse_type
 from ..ir import Conv2d, Dense, MaxPool2d, MultiThreshold, Network
 
-__all__ = ["SimulationTimeout", "StreamSource", "StreamSink", "run_simulation", "simulate_stream",
+__all__ = ["SimulationTimeout", "StreamSource", "StreamSink", "run_simulation", "simulate_stream", "run_with_output_held",
            "vectors_to_beats", "beats_to_vectors", "run_vectors", "run_plan", "assert_equal_vectors",
            "random_network", "random_dense", "random_conv", "random_cnn", "random_folding", "random_layer_specs", "random_inputs", "divisors"]
 
@@ -223,6 +223,24 @@ def simulate_stream(dut, beats, out_count, *, rng=None, valid_prob=1.0, ready_pr
     if sink.violations:
         raise AssertionError("stream rule broken: " + "; ".join(sink.violations[:5]))
     return source, sink
+
+
+def run_with_output_held(dut, beats, out_count, *, hold=100, rng=3, ready_prob=0.7):
+    """Feed ``beats`` into ``dut.i`` with ``dut.o`` held (never ready) for ``hold`` cycles, then take
+    ``out_count`` beats with random drops. Returns ``(taken, sink)``: the input beats taken while the output was
+    held, and the :class:`StreamSink` (its ``beats`` and ``violations``)."""
+    source = StreamSource(dut.i, beats)
+    sink = StreamSink(dut.o, out_count, rng=random.Random(rng), ready_prob=ready_prob)
+    taken = []
+
+    async def held_sink(ctx):
+        ctx.set(dut.o.ready, 0)
+        await ctx.tick().repeat(hold)
+        taken.append(len(source.cycles))
+        await sink.testbench(ctx)
+
+    run_simulation(dut, [source.testbench, held_sink], max_cycles=hold + 50 * (len(beats) + out_count))
+    return taken[0], sink
 
 
 def vectors_to_beats(vectors, dtype, lanes):

@@ -41,7 +41,7 @@ from torch import nn
 
 from ..datatypes import BIPOLAR, TERNARY, parse_type, type_for_range
 from ..errors import HwnetError
-from ..ir import default_pad_value
+from ..ir import default_pad_value, window_out_shape
 from . import quantizers as Q
 from .binarynet import BinaryBatchNorm, binary_sign, mlp_sizes, sign_ste
 
@@ -1057,8 +1057,8 @@ class QuantConv2d(QuantLinear):
                  what="conv layer"):
         spec = conv_spec(spec, what)
         h, w, c = (int(v) for v in in_shape)
-        (kh, kw), (sh, sw), (top, bottom, left, right) = spec["kernel"], spec["stride"], spec["padding"]
-        oh, ow = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+        kh, kw = spec["kernel"]
+        oh, ow, _ = window_out_shape((h, w, c), spec["kernel"], spec["stride"], spec["padding"])
         if oh < 1 or ow < 1:
             raise HwnetError(f"{what}: a {kh}x{kw} kernel with stride {spec['stride']} does not fit the {h}x{w} "
                              f"input padded by (top, bottom, left, right) = {spec['padding']}; use a smaller "
