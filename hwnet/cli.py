@@ -138,6 +138,21 @@ def _compile(args):
     return 0
 
 
+def _export(args):
+    from .flow import load_model
+    from .qonnx_export import export_qonnx
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise HwnetError(f"{out} exists; give --force to replace it")
+    if out.suffix.lower() != ".onnx":
+        raise HwnetError(f"{out}: the QONNX file name must end in .onnx")
+    network = load_model(args.model)
+    export_qonnx(network, out)
+    _say(f"exported {network.name} ({len(network.layers)} layers) to {out}; it runs in qonnx "
+         f"(qonnx.core.onnx_exec.execute_onnx) with the IR's integer outputs")
+    return 0
+
+
 def _simulate(args):
     from .flow import load_design, load_inputs, save_array, simulate_design
     network, _, _ = load_design(args.design)
@@ -192,7 +207,8 @@ def build_parser():
     t.set_defaults(func=_train)
 
     c = sub.add_parser("compile", help="compile a checkpoint or IR file into a design directory")
-    c.add_argument("model", help="checkpoint from `hwnet train` (.pt) or IR file (.npz)")
+    c.add_argument("model", help="checkpoint from `hwnet train` (.pt), IR file (.npz) or QONNX graph (.onnx: "
+                   "Brevitas, FINN, QKeras exports; docs/interop.md)")
     c.add_argument("--out", required=True, help="design directory to create")
     c.add_argument("--target-cycles", type=int, default=None,
                    help="cycles per inference to fold unfolded layers to (default 128); with --board or --budget "
@@ -215,9 +231,16 @@ def build_parser():
                    help="skip synthesis for iCE40/ECP5 (resource counts and the multiplier-free certificate)")
     c.set_defaults(func=_compile)
 
+    e = sub.add_parser("export", help="write a network as a QONNX graph (docs/interop.md)")
+    e.add_argument("model", help="checkpoint (.pt), IR file (.npz) or QONNX graph (.onnx)")
+    e.add_argument("--out", required=True, help="QONNX file to write (.onnx)")
+    e.add_argument("--force", action="store_true", help="replace --out if it exists")
+    e.set_defaults(func=_export)
+
     s = sub.add_parser("simulate", help="run a design's Verilog under Verilator against the golden model")
     s.add_argument("design", help="design directory from `hwnet compile`")
-    s.add_argument("--inputs", required=True, help=".npy array (n, input_size) of input values")
+    s.add_argument("--inputs", required=True, help=".npy array (n, input_size) of input values; for a network "
+                   "imported from QONNX also the graph's float inputs (n, *input shape)")
     s.add_argument("--outputs", default=None, help=".npy file for the hardware's outputs (n, output_size)")
     s.add_argument("--stall-in", type=float, default=0.0, help="probability the source withholds valid")
     s.add_argument("--stall-out", type=float, default=0.0, help="probability the sink drops ready")

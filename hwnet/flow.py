@@ -38,7 +38,8 @@ SPRAM_IMAGE = "spram.hex"
 
 
 def load_model(path):
-    """A network from an IR file (``.npz``) or an hwnet training checkpoint (``.pt``, lowered on the fly)."""
+    """A network from an IR file (``.npz``), an hwnet training checkpoint (``.pt``, lowered on the fly) or a
+    QONNX graph (``.onnx``, imported on the fly: :func:`hwnet.qonnx_import.import_qonnx`)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise HwnetError(f"{path}: no such file")
@@ -47,13 +48,17 @@ def load_model(path):
     suffix = Path(path).suffix.lower()
     if suffix == ".npz":
         return ir.load(path)
+    if suffix == ".onnx":
+        from .qonnx_import import import_qonnx
+        return import_qonnx(path)
     if suffix in (".pt", ".pth"):
         from .train.lower import lower
         from .train.trainer import load_checkpoint
         model, meta = load_checkpoint(path)
         return lower(model, name=Path(path).stem, metadata=meta)
     raise HwnetError(f"{path}: unknown model file type {suffix or '(none)'!r}; give a checkpoint from "
-                     f"`hwnet train` (.pt) or an IR file (.npz, docs/ir.md)")
+                     f"`hwnet train` (.pt), an IR file (.npz, docs/ir.md) or a QONNX graph (.onnx, "
+                     f"docs/interop.md)")
 
 
 def _replace_dir(tmp, out_dir, force):
@@ -230,7 +235,9 @@ def load_design(design_dir):
 
 
 def load_inputs(path, network):
-    """Input vectors from a ``.npy`` file: shape (n, input_size) (or (input_size,)), legal input values."""
+    """Input vectors from a ``.npy`` file: shape (n, input_size) (or (input_size,)), legal input values; for a
+    network imported from QONNX also the graph's float inputs (n, *graph input shape), quantized as the graph's
+    first quantizer does (:func:`hwnet.qonnx_import.quantize_inputs`)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise HwnetError(f"{path}: no such file")
@@ -239,6 +246,10 @@ def load_inputs(path, network):
             x = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise HwnetError(f"{path}: not a readable .npy array ({exc})") from None
+    if "qonnx" in network.metadata and np.issubdtype(x.dtype, np.floating) and x.ndim > 1 and \
+            list(x.shape[1:]) == network.metadata["qonnx"]["input_shape"]:
+        from .qonnx_import import quantize_inputs
+        x = quantize_inputs(network, x)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != network.input_size:

@@ -102,8 +102,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
            "pe=3 does not divide out_features=2")
     _fails(capsys, ["compile", str(_hand_ir(tmp_path / "zero.npz", w0=np.zeros((0, 4), int))),
                     "--out", str(out)], "zero-width layer")
+    (tmp_path / "model.h5").write_bytes(b"")
+    _fails(capsys, ["compile", str(tmp_path / "model.h5"), "--out", str(out)], "unknown model file type")
     (tmp_path / "model.onnx").write_bytes(b"")
-    _fails(capsys, ["compile", str(tmp_path / "model.onnx"), "--out", str(out)], "unknown model file type")
+    _fails(capsys, ["compile", str(tmp_path / "model.onnx"), "--out", str(out)], "holds no ONNX graph")
     _fails(capsys, ["train", "--method", "xnor-magic", "--out", str(tmp_path / "m.pt")], "unknown method")
     _fails(capsys, ["train", "--method", "hwgq", "--option", "bogus=1", "--out", str(tmp_path / "m.pt")],
            "method 'hwgq' has no option 'bogus' (its options: act_bits, backward)")

@@ -1,4 +1,4 @@
-"""Fixtures the test modules share."""
+"""Fixtures the test modules of tests/ and rtl_tests/ share."""
 
 import pytest
 
