@@ -287,3 +287,12 @@ def test_bad_files_and_cli_refusals_write_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("hwnet: error: node 'sig' (Sigmoid): op type Sigmoid is not supported") and err.count("\n") == 1
     assert not (tmp_path / "design").exists()
+
+
+def test_a_trained_network_exports_and_qonnx_gives_its_outputs_on_the_whole_test_split(digits, tmp_path):
+    from hwnet.train.lower import lower
+    from hwnet.train.trainer import train_binarynet
+    model, _ = train_binarynet(digits, hidden=(32,), epochs=1, seed=0)
+    network = lower(model, name="digits")
+    path = export_qonnx(network, tmp_path / "digits.onnx")
+    np.testing.assert_array_equal(qonnx_outputs(path, digits.test_x), golden.execute(network, digits.test_x))
