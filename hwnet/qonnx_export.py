@@ -13,8 +13,10 @@ holds is an integer below 2^24 in magnitude, so float32 is exact; larger accumul
 - ``maxpool2d``: ``MaxPool``; ``threshold``: ``MultiThreshold``;
 - output: (1, output_size), the IR's outputs in the IR's order.
 
-Tensor datatypes are annotated (``BIPOLAR``, ``INT4``...), as FINN expects. Products tables that are not the
-plain products of the weight and input values have no QONNX form and are refused.
+Tensor datatypes are annotated (``BIPOLAR``, ``INT4``...), as FINN expects. A lookup-table layer (a products
+table that is not the plain product of weight and input values) becomes a plain product with a one-hot input
+(``Unsqueeze``, ``Equal`` against every input value, ``Cast``) and the table's entries as weights
+(:func:`_lookup_weights`): exact, but a reader sees a wider MatMul/Conv, not a table.
 """
 
 from pathlib import Path
@@ -81,6 +83,19 @@ class _Builder:
         w = self.const(f"{layer.name}_weights", array)
         return self.quant(w, layer.weight_type, f"{layer.name}_wq")
 
+    def one_hot(self, tensor, dtype, ndim):
+        """``[x == v]`` for every value ``v`` of ``dtype``, as 0.0/1.0 on a new axis 2 of the ``ndim``-D tensor
+        (after the features of a vector, after the channels of an NCHW image)."""
+        values = dtype.values().astype(np.float32).reshape([-1] + [1] * (ndim - 2))
+        unsq = self.node("Unsqueeze", [tensor], axes=[2])
+        return self.node("Cast", [self.node("Equal", [unsq, self.const("values", values)])], to=1)
+
+    def table(self, layer, q):
+        """A lookup-table layer's one-hot weights (the table's entries), behind a scale-1 quantizer."""
+        from .datatypes import type_for_range
+        w = self.const(f"{layer.name}_table", q)
+        return self.quant(w, type_for_range(int(q.min()), int(q.max())), f"{layer.name}_tq")
+
     def thresholds(self, tensor, layer, thresholds):
         out_type = layer.out_type
         if np.abs(thresholds).max(initial=0) >= _FLOAT32_EXACT:
@@ -94,13 +109,19 @@ class _Builder:
         return out
 
 
-def _check_products(layer, in_type):
-    if layer.products is None:
-        return
-    w, x = layer.weight_type.values(), in_type.values()
-    if not np.array_equal(layer.products, np.outer(w, x)):
-        raise HwnetError(f"layer {layer.name!r}: its products table is not the product of weight and input values "
-                         f"(a lookup-table layer); QONNX has no operator for it, so it cannot be exported")
+def _is_plain_product(layer, in_type):
+    """The layer's products table is just ``w * x`` (or it has none)."""
+    return layer.products is None or np.array_equal(layer.products,
+                                                     np.outer(layer.weight_type.values(), in_type.values()))
+
+
+def _lookup_weights(layer, in_type):
+    """A lookup-table layer as a plain product with a one-hot input: ``acc[o] = sum over i, v of Q[o, i, v] *
+    [x[i] == v-th value]`` with ``Q[o, i, v] = P[rank(W[o, i]), v]``. For a convolution ``i`` is the input
+    channel at each kernel position. Returns ``Q`` in the IR's weight layout with a value axis after the input
+    axis."""
+    ranks = layer.weight_type.ranks(layer.weights)
+    return layer.products[ranks]  # (..., in, V)
 
 
 def _check_acc(layer):
@@ -139,23 +160,38 @@ def to_model(network):
     for layer in network.layers:
         if isinstance(layer, Dense):
             to_flat()
-            _check_products(layer, in_type)
             _check_acc(layer)
-            tensor = b.node("MatMul", [tensor, b.weights(layer, layer.weights.T)])
+            if _is_plain_product(layer, in_type):
+                tensor = b.node("MatMul", [tensor, b.weights(layer, layer.weights.T)])
+            else:
+                q = _lookup_weights(layer, in_type)  # (O, I, V)
+                tensor = b.node("Flatten", [b.one_hot(tensor, in_type, 2)], axis=1)  # (N, I * V)
+                tensor = b.node("MatMul", [tensor, b.table(layer, q.reshape(len(q), -1).T)])
             if layer.thresholds is not None:
                 tensor = b.thresholds(tensor, layer, layer.thresholds)
         elif isinstance(layer, Conv2d):
             to_image(layer.in_shape)
-            _check_products(layer, in_type)
             _check_acc(layer)
             top, bottom, left, right = layer.padding
             pads = [top, left, bottom, right]
-            if any(pads) and layer.pad_value != 0:
+            plain = _is_plain_product(layer, in_type)
+            if any(pads) and (layer.pad_value != 0 or not plain):
                 tensor = b.node("Pad", [tensor, b.const("pads", [0, 0, top, left, 0, 0, bottom, right], np.int64),
                                         b.const("pad_value", float(layer.pad_value))], mode="constant")
                 pads = [0, 0, 0, 0]
-            tensor = b.node("Conv", [tensor, b.weights(layer, layer.weights.transpose(0, 3, 1, 2))],
-                            kernel_shape=[layer.kernel_h, layer.kernel_w], strides=list(layer.stride), pads=pads)
+            if plain:
+                weights = b.weights(layer, layer.weights.transpose(0, 3, 1, 2))
+            else:  # one-hot channels (N, C * V, H, W); Q (OC, KH, KW, C, V) -> (OC, C * V, KH, KW)
+                c, (h, w) = layer.in_channels, layer.in_shape[:2]
+                v = len(in_type.values())
+                tensor = b.node("Reshape", [b.one_hot(tensor, in_type, 4),
+                                            b.const("shape", [-1, c * v, h + top + bottom, w + left + right],
+                                                    np.int64)])
+                q = _lookup_weights(layer, in_type)
+                weights = b.table(layer, q.transpose(0, 3, 4, 1, 2).reshape(layer.out_channels, c * v,
+                                                                            layer.kernel_h, layer.kernel_w))
+            tensor = b.node("Conv", [tensor, weights], kernel_shape=[layer.kernel_h, layer.kernel_w],
+                            strides=list(layer.stride), pads=pads)
             c, h, w = layer.out_channels, *layer.out_shape[:2]
             image = (c, h, w)
             if layer.thresholds is not None:
