@@ -1,4 +1,5 @@
-"""Brevitas-trained QONNX graphs imported, compiled and run in Verilator over the whole digits test split with
+"""Brevitas-trained QONNX graphs of each bit width (binary, ternary, 2-bit, 4-bit per-channel and float-scaled)
+imported, compiled and run in Verilator over the whole digits test split with
 stalls: every output of every sample equals the golden model's, which equals qonnx's execution of the graph
 (tests/test_qonnx.py checks that link on the same kind of graphs)."""
 
@@ -17,7 +18,9 @@ pytestmark = [pytest.mark.rtl, pytest.mark.usefixtures("one_torch_thread")]
 pytest.importorskip("brevitas")
 
 
-@pytest.mark.parametrize("arch, quant, target_cycles", [("mlp", "w4a4-float", 64), ("cnn", "w2a2", 400)])
+@pytest.mark.parametrize("arch, quant, target_cycles", [("mlp", "binary", 64), ("mlp", "ternary", 64),
+                                                       ("mlp", "w4a4-float", 64), ("cnn", "w2a2", 400),
+                                                       ("cnn", "w4a4-channel", 400)])
 def test_brevitas_graph_in_verilator_whole_test_split_with_stalls(arch, quant, target_cycles, digits, tmp_path):
     from hwnet.qonnx_testing import brevitas_net, digits_float, export, qonnx_outputs, train_briefly
     model, _ = train_briefly(brevitas_net(arch, quant, seed=2), digits, epochs=2)
