@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["QUANTIZERS", "brevitas_net", "train_briefly", "export", "qonnx_outputs", "digits_float"]
+__all__ = ["QUANTIZERS", "brevitas_net", "bnn_pynq_fc", "train_briefly", "export", "qonnx_outputs", "digits_float"]
 
 
 def _quantizers():
@@ -74,6 +74,35 @@ def brevitas_net(arch, quantizers, *, seed=0):
                 torch.nn.Flatten(), qnn.QuantLinear(16 * 2 * 2, 10, bias=True, bias_quant=None, **w)]
         return torch.nn.Sequential(torch.nn.Unflatten(1, (1, 8, 8)), *head, *body)
     raise ValueError(f"unknown arch {arch!r}")
+
+
+def bnn_pynq_fc(*, hidden=(32, 32), seed=0):
+    """FINN's binarized MLP as Brevitas's ``bnn_pynq`` example builds it (``CommonActQuant``/``CommonWeightQuant``
+    at 1 bit, batch norm, a ``TensorNorm`` after the last layer), on flat 64-pixel inputs in [0, 1] mapped to
+    ``2 x - 1`` inside the model: the graph has float ops before its input quantizer and after its last layer."""
+    import torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from brevitas.nn import QuantIdentity, QuantLinear
+        from brevitas_examples.bnn_pynq.models.common import CommonActQuant, CommonWeightQuant
+        from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
+    torch.manual_seed(seed)
+    layers, width = [QuantIdentity(act_quant=CommonActQuant, bit_width=1)], 64
+    for out in hidden:
+        layers += [QuantLinear(width, out, bias=False, weight_bit_width=1, weight_quant=CommonWeightQuant),
+                   torch.nn.BatchNorm1d(out), QuantIdentity(act_quant=CommonActQuant, bit_width=1)]
+        width = out
+    layers += [QuantLinear(width, 10, bias=False, weight_bit_width=1, weight_quant=CommonWeightQuant), TensorNorm()]
+
+    class FC(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.features(2.0 * x - 1.0)
+
+    return FC()
 
 
 def digits_float(ds, split):

@@ -20,7 +20,7 @@ from hwnet.qonnx_import import graph_outputs, import_qonnx, integer_outputs, qua
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 brevitas = pytest.importorskip("brevitas")
-from hwnet.qonnx_testing import QUANTIZERS, brevitas_net, digits_float, export, qonnx_outputs, train_briefly  # noqa: E402,I001
+from hwnet.qonnx_testing import QUANTIZERS, bnn_pynq_fc, brevitas_net, digits_float, export, qonnx_outputs, train_briefly  # noqa: E402,I001
 
 
 @pytest.fixture(scope="module", params=[("mlp", q) for q in QUANTIZERS] + [("cnn", "binary"), ("cnn", "w2a2"),
@@ -54,6 +54,23 @@ def test_brevitas_graph_imports_and_equals_qonnx_on_every_test_input(brevitas_gr
     ops = [layer.op for layer in network.layers]
     assert ops == (["dense"] * 3 if arch == "mlp" else ["conv2d", "maxpool2d", "conv2d", "dense"])
     assert network.input_type.name == "int8"
+
+
+def test_finn_bnn_pynq_fc_imports_with_its_float_pre_and_post_processing(digits, tmp_path):
+    # x -> 2x - 1 -> bipolar input -> [binary Gemm, batch norm, bipolar] x 2 -> binary Gemm -> TensorNorm
+    import torch
+    model, accuracy = train_briefly(bnn_pynq_fc(seed=3), digits, epochs=2)
+    path = export(model, tmp_path / "fc.onnx")
+    network = import_qonnx(path)
+    assert network.input_type.name == "bipolar"
+    assert [layer.weight_type.name for layer in network.layers] == ["bipolar"] * 3
+    x = digits_float(digits, "test")
+    y = golden.execute(network, quantize_inputs(network, x))
+    np.testing.assert_array_equal(integer_outputs(network, qonnx_outputs(path, x)), y)
+    with torch.no_grad():
+        logits = model(torch.tensor(x)).numpy()
+    # TensorNorm's scale is one number, so the class is the argmax of the raw accumulators
+    assert np.mean(golden.classify(y) == logits.argmax(1)) >= 0.99 and accuracy > 0.3
 
 
 # -- hand-built graphs -----------------------------------------------------------------------------------------------
@@ -289,3 +306,14 @@ def test_a_trained_network_exports_and_qonnx_gives_its_outputs_on_the_whole_test
     network = lower(model, name="digits")
     path = export_qonnx(network, tmp_path / "digits.onnx")
     np.testing.assert_array_equal(qonnx_outputs(path, digits.test_x), golden.execute(network, digits.test_x))
+
+
+def test_simulate_inputs_of_an_imported_network_may_be_the_graphs_float_inputs(brevitas_graph, digits, tmp_path):
+    from hwnet.flow import load_inputs
+    *_, path = brevitas_graph
+    network = import_qonnx(path)
+    x = digits_float(digits, "test")[:20]
+    np.save(tmp_path / "x.npy", x)
+    np.testing.assert_array_equal(load_inputs(tmp_path / "x.npy", network), quantize_inputs(network, x))
+    np.save(tmp_path / "codes.npy", quantize_inputs(network, x))
+    np.testing.assert_array_equal(load_inputs(tmp_path / "codes.npy", network), quantize_inputs(network, x))
