@@ -29,7 +29,7 @@ from .errors import HwnetError
 from .ir import Conv2d, Dense, MaxPool2d, MultiThreshold, window_out_shape
 
 __all__ = ["choose_folding", "set_hardware_choices", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "WindowStage",
-           "PoolStage", "WindowGeometry", "window_simd", "conv_cycles", "Arithmetic", "pe_kind",
+           "PoolStage", "WindowGeometry", "window_lanes", "window_positions", "window_geometry", "conv_cycles", "Arithmetic", "pe_kind",
            "PE_KINDS", "pack_lanes", "unpack_lanes", "DEFAULT_TARGET_CYCLES",
            "PARALLEL_MAX_THRESHOLDS", "SPRAM_BLOCKS", "SPRAM_BLOCK_WIDTH", "SPRAM_WIDTH", "SPRAM_DEPTH"]
 
@@ -111,15 +111,33 @@ def choose_folding(network, target_cycles=DEFAULT_TARGET_CYCLES):
     return network.replace_layers(layers)
 
 
-def window_simd(layer, pe=None, simd=None):
-    """Elements per beat of the sliding window feeding the :class:`~hwnet.ir.Conv2d` ``layer`` at folding
-    (``pe``, ``simd``; default the layer's): the fewest that keep up with the matrix-vector unit (a patch in no
-    more beats than the unit's cycles per patch), among the divisors of the input channels ``C``; ``C`` when
-    none does."""
+def window_positions(kernel):
+    """Kernel positions a sliding-window beat may carry (besides 1): the divisors of the kernel width ``KW``, and
+    the multiples of ``KW`` that are whole kernel rows (``r * KW`` with ``r | KH``), ascending."""
+    kh, kw = kernel
+    return sorted(set(_divisors(kw)) | {kw * r for r in _divisors(kh)})
+
+
+def window_lanes(layer, pe=None, simd=None):
+    """``(simd, positions)`` of the sliding window feeding the :class:`~hwnet.ir.Conv2d` ``layer`` at folding
+    (``pe``, ``simd``; default the layer's): the fewest elements per output beat that keep up with the
+    matrix-vector unit (a patch in no more beats than the unit's cycles per patch). First ``simd`` channels of one
+    kernel position (``simd`` a divisor of ``C``); when whole pixels are not enough, whole pixels of several kernel
+    positions per beat (:func:`window_positions`: a few-channel layer, e.g. the image input, then sends up to a
+    whole patch per cycle)."""
     pe, simd = pe or layer.pe, simd or layer.simd
     per_patch = (layer.out_channels // pe) * (layer.patch_size // simd) * layer.matmul.planes
     channels = layer.in_channels
-    return next((d for d in _divisors(channels) if layer.patch_size // d <= per_patch), channels)
+    options = [(d, 1) for d in _divisors(channels)]
+    options += [(channels, m) for m in window_positions((layer.kernel_h, layer.kernel_w))[1:]]
+    return next((o for o in options if layer.patch_size // (o[0] * o[1]) <= per_patch), options[-1])
+
+
+def window_geometry(layer, pe=None, simd=None):
+    """The :class:`WindowGeometry` of the sliding window feeding ``layer`` at folding (``pe``, ``simd``)."""
+    lanes, positions = window_lanes(layer, pe, simd)
+    return WindowGeometry(in_shape=layer.in_shape, kernel=(layer.kernel_h, layer.kernel_w), stride=layer.stride,
+                          padding=layer.padding, simd=lanes, positions=positions)
 
 
 def conv_cycles(layer, pe, simd):
@@ -127,9 +145,7 @@ def conv_cycles(layer, pe, simd):
     matrix-vector unit (``OH * OW * nf * sf * planes``) and its sliding window (:attr:`WindowGeometry.cycles`)."""
     oh, ow, _ = layer.out_shape
     mvau = oh * ow * (layer.out_channels // pe) * (layer.patch_size // simd) * layer.matmul.planes
-    window = WindowGeometry(in_shape=layer.in_shape, kernel=(layer.kernel_h, layer.kernel_w), stride=layer.stride,
-                            padding=layer.padding, simd=window_simd(layer, pe, simd))
-    return max(mvau, window.cycles)
+    return max(mvau, window_geometry(layer, pe, simd).cycles)
 
 
 def pe_kind(layer):
@@ -456,6 +472,7 @@ class WindowGeometry:
     padding: tuple
     simd: int
     rows: int = None
+    positions: int = 1
 
     def __post_init__(self):
         if self.rows is None:
@@ -477,10 +494,15 @@ class WindowGeometry:
         return h * w * c // self.simd
 
     @property
+    def lanes_out(self):
+        """Elements per output beat: ``simd`` channels of each of ``positions`` kernel positions."""
+        return self.simd * self.positions
+
+    @property
     def out_beats(self):
-        """Output beats per image: ``OH * OW * KH * KW * C / simd``."""
+        """Output beats per image: ``OH * OW * KH * KW * C / (simd * positions)``."""
         oh, ow, _ = self.out_shape
-        return oh * ow * self.patch_size // self.simd
+        return oh * ow * self.patch_size // self.lanes_out
 
     @property
     def depth(self):
@@ -528,7 +550,8 @@ class WindowStage:
     dtype: DataType
 
     in_type = out_type = property(lambda self: self.dtype)
-    lanes_in = lanes_out = property(lambda self: self.geometry.simd)
+    lanes_in = property(lambda self: self.geometry.simd)
+    lanes_out = property(lambda self: self.geometry.lanes_out)
     cycles = property(lambda self: self.geometry.cycles)
 
     @property
@@ -543,14 +566,14 @@ class WindowStage:
 
     @property
     def memory_bits(self):
-        """The line buffer: ``rows * W * C * bits``."""
+        """The line buffer: ``rows * W * C * bits`` (its copies for several read ports not counted)."""
         return self.geometry.depth * self.geometry.simd * self.dtype.bits
 
     def unit_arguments(self):
         """Keyword arguments of its :class:`~hwnet.gateware.window.SlidingWindow`."""
         g = self.geometry
         return dict(in_shape=g.in_shape, kernel=g.kernel, stride=g.stride, padding=g.padding, pad_code=self.pad_code,
-                    simd=g.simd, bits=self.dtype.bits, rows=g.rows)
+                    simd=g.simd, bits=self.dtype.bits, rows=g.rows, positions=g.positions)
 
 
 @dataclass(frozen=True)
@@ -671,7 +694,8 @@ class DesignPlan:
                 g = s.geometry
                 stages.append({"name": s.name, "kind": "window", "in_shape": list(g.in_shape),
                                "out_shape": list(g.out_shape), "kernel": list(g.kernel), "stride": list(g.stride),
-                               "padding": list(g.padding), "pad_code": s.pad_code, "simd": g.simd, "rows": g.rows,
+                               "padding": list(g.padding), "pad_code": s.pad_code, "simd": g.simd,
+                               "positions": g.positions, "lanes_out": g.lanes_out, "rows": g.rows,
                                "type": s.dtype.name, "cycles": s.cycles, "line_buffer_bits": s.memory_bits})
             elif isinstance(s, PoolStage):
                 stages.append({"name": s.name, "kind": "maxpool", "in_shape": list(s.in_shape),
@@ -761,7 +785,7 @@ def _input_lanes(layer, lanes_out):
     if isinstance(layer, Dense):
         return layer.simd
     if isinstance(layer, Conv2d):
-        return window_simd(layer)
+        return window_lanes(layer)[0]
     if isinstance(layer, MaxPool2d):
         return math.gcd(lanes_out or layer.in_shape[2], layer.in_shape[2])
     return lanes_out or 1
@@ -770,7 +794,7 @@ def _input_lanes(layer, lanes_out):
 def plan(network, *, threshold_search=None):
     """Lower ``network`` (with folding set on every dense and convolution layer) into a :class:`DesignPlan`.
 
-    A :class:`~hwnet.ir.Conv2d` becomes a :class:`WindowStage` (:func:`window_simd` elements per beat) and a
+    A :class:`~hwnet.ir.Conv2d` becomes a :class:`WindowStage` (:func:`window_lanes` elements per beat) and a
     :class:`DenseStage` over its ``OH * OW`` patches; a :class:`~hwnet.ir.MaxPool2d` a :class:`PoolStage` taking
     the beats of the stage before it (``gcd`` of its lanes and the channels).
     ``threshold_search`` (``"parallel"`` or ``"binary"``) forces how every thresholded dense layer compares;
@@ -792,9 +816,7 @@ def plan(network, *, threshold_search=None):
         if isinstance(layer, Dense):
             stages.append(_dense_stage(layer, threshold_search))
         elif isinstance(layer, Conv2d):
-            geometry = WindowGeometry(in_shape=layer.in_shape, kernel=(layer.kernel_h, layer.kernel_w),
-                                      stride=layer.stride, padding=layer.padding, simd=window_simd(layer))
-            stages.append(WindowStage(name=f"{layer.name}_window", geometry=geometry,
+            stages.append(WindowStage(name=f"{layer.name}_window", geometry=window_geometry(layer),
                                       pad_code=int(layer.in_type.encode([layer.pad_value])[0]), dtype=layer.in_type))
             oh, ow, _ = layer.out_shape
             stages.append(replace(_dense_stage(layer.matmul, threshold_search), vectors=oh * ow))

@@ -889,7 +889,7 @@ def _fifo_features(lanes, bits, depth, family, last_used=True):
     return t
 
 
-def _window_features(in_shape, kernel, stride, padding, simd, bits, rows, family):
+def _window_features(in_shape, kernel, stride, padding, simd, bits, rows, family, positions=1):
     (h, w, c), (kh, kw), (sh, sw) = in_shape, kernel, stride
     top, bottom, left, right = padding
     cf = c // simd
@@ -898,7 +898,8 @@ def _window_features(in_shape, kernel, stride, padding, simd, bits, rows, family
     oh, ow, _ = window_out_shape(in_shape, kernel, stride, padding)
     t = _Tally(family)
     t.add("ctl_window")
-    t.memory("lines", memory_blocks(depth, simd * bits, family, ports="ram"))
+    for j in range(positions):  # yosys gives every read port its own copy of the line buffer
+        t.memory("lines" if j == 0 else f"lines{j}", memory_blocks(depth, simd * bits, family, ports="ram"))
     col_bits = _bits((w + right + left - 1) * cf + 1) + 1
     row_bits = _bits(h + bottom + top) + 1
     abits = _bits(depth)
@@ -908,12 +909,12 @@ def _window_features(in_shape, kernel, stride, padding, simd, bits, rows, family
     t.counter(col_bits, 2)            # col0, col
     t.counter(abits, 4)               # img, rbase, raddr, waddr (steps modulo the depth)
     t.counter(_bits(2 * h + rows + 1))  # avail
-    t.adder(abits, 2)                 # raddr + col + c
-    t.compare(abits, 4)               # modular steps
-    t.compare_const(row_bits, 2)
-    t.compare_const(col_bits, 2)
-    t.add("mux_bit", simd * bits)     # padding
-    t.add("reg", simd * bits + 5)
+    t.adder(abits, 2 * positions)     # raddr + col + c, per read port
+    t.compare(abits, 4 + positions - 1)  # modular steps (and each further port's row)
+    t.compare_const(row_bits, 2 * positions)
+    t.compare_const(col_bits, 2 * positions)
+    t.add("mux_bit", positions * simd * bits)     # padding
+    t.add("reg", positions * (simd * bits + 1) + 4)
     return t
 
 
@@ -1071,7 +1072,7 @@ def _pair(value, n, what):
     return out
 
 
-def sliding_window(in_shape, kernel, stride, padding, simd, bits, family, rows=None):
+def sliding_window(in_shape, kernel, stride, padding, simd, bits, family, rows=None, positions=1):
     """Resources of a :class:`~hwnet.gateware.window.SlidingWindow` (same parameters; ``rows`` None: ``KH + sh``)."""
     _check_family(family)
     in_shape = _pair(in_shape, 3, "in_shape")
@@ -1079,7 +1080,7 @@ def sliding_window(in_shape, kernel, stride, padding, simd, bits, family, rows=N
     rows = kernel[0] + stride[0] if rows is None else rows
     if in_shape[2] % simd:
         raise HwnetError(f"simd={simd} must divide the {in_shape[2]} input channels")
-    return _apply(_window_features(in_shape, kernel, stride, padding, simd, bits, rows, family))
+    return _apply(_window_features(in_shape, kernel, stride, padding, simd, bits, rows, family, positions))
 
 
 def max_pool(in_shape, kernel, stride, simd, dtype, family):
@@ -1147,7 +1148,8 @@ def block_features(cls, kwargs, family, *, last_used=True):
             rows = kw.get("rows")
             tally = _window_features(_pair(kw["in_shape"], 3, "in_shape"), kernel, stride,
                                      _pair(kw.get("padding", 0), 4, "padding"), kw["simd"], kw["bits"],
-                                     kernel[0] + stride[0] if rows is None else rows, family)
+                                     kernel[0] + stride[0] if rows is None else rows, family,
+                                     kw.get("positions", 1))
         elif kind == "spram":
             regions = [tuple(int(v) for v in r) for r in kw["regions"]]
             if not regions:

@@ -41,16 +41,18 @@ def test_plan_of_a_conv_pool_dense_chain():
     assert kinds == ["WindowStage", "DenseStage", "PoolStage", "WindowStage", "DenseStage", "DenseStage"]
     w1, d1, pool, w2, d2, fc = plan.stages
     assert (w1.lanes_in, d1.simd, d1.vectors, d1.cycles) == (1, 3, 36, 36 * 2 * 3)
-    assert w1.cycles == 36 * 9                      # one element per beat: 9 beats per patch, no image gap
+    # one pixel (1 element) is 9 beats per patch, more than the MVAU's 6 cycles: a kernel row (3 positions) per beat
+    assert (w1.geometry.positions, w1.lanes_out, w1.cycles) == (3, 3, 36 * 3)
     assert pool.simd == 2 and pool.cycles == 36 * 4 // 2
     assert w2.lanes_in == 4 and d2.vectors == 4     # the pool's 2 lanes are widened to the window's 4
-    assert plan.cycles_per_inference == max(s.cycles for s in plan.stages) == 324
+    assert (w2.geometry.positions, w2.lanes_out) == (2, 8)  # 2 cycles per 16-element patch: 2 pixels per beat
+    assert plan.cycles_per_inference == max(s.cycles for s in plan.stages) == d1.cycles == 216
     assert plan.output_size == 3 and plan.input_lanes == 1
     summary = plan.summary()
     assert [s["kind"] for s in summary["stages"]] == ["window", "dense", "maxpool", "window", "dense", "dense"]
     blocks = [name for name, _, _ in NetworkTop(plan=plan).blocks()]
-    assert blocks == ["s0_c1_window", "s0_to_s1_width", "s1_fifo", "s1_c1", "s2_p1", "s2_to_s3_width",
-                      "s3_c2_window", "s3_to_s4_width", "s4_fifo", "s4_c2", "s5_fifo", "s5_fc"]
+    assert blocks == ["s0_c1_window", "s1_fifo", "s1_c1", "s2_p1", "s2_to_s3_width", "s3_c2_window", "s4_fifo",
+                      "s4_c2", "s5_fifo", "s5_fc"]
     _check(net, rng, 3, rng=1, valid_prob=0.6, ready_prob=0.5)
 
 
@@ -110,8 +112,9 @@ def test_choose_folding_for_convs(target, channels):
     lanes, best = _brute_force_folding(conv, target)
     assert cycles <= max(target, best)
     assert chosen.pe * chosen.simd == lanes
-    # the window bound: one beat per cycle of at most C elements, every patch element sent once
-    assert best == 64 * 9 * channels // channels
+    # the window bound: one beat per cycle of up to a whole patch, one pixel in per cycle ("same" padding: one
+    # patch per input pixel)
+    assert best == 64
     plan = compiler.plan(compiler.choose_folding(net, target))
     assert plan.cycles_per_inference == cycles
     window = plan.stages[0]

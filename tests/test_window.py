@@ -33,13 +33,13 @@ def _fits(in_shape, kernel, stride, padding):
     return h + top + bottom >= kh and w + left + right >= kw
 
 
-def _check(layer, simd, rng, *, images, valid_prob, ready_prob, rows=None, max_cycles=None):
+def _check(layer, simd, rng, *, images, valid_prob, ready_prob, rows=None, max_cycles=None, positions=1):
     """Stream ``images`` random images through the unit for ``layer`` and compare every output beat (data and
     last) with golden.conv2d_patches, encoded. Returns (dut, source, sink)."""
     t = layer.in_type
     x = rng.choice(t.values(), size=(images, layer.in_size))
-    expected = vectors_to_beats(golden.conv2d_patches(layer, x), t, simd)
-    dut = SlidingWindow.from_conv(layer, simd, rows=rows)
+    expected = vectors_to_beats(golden.conv2d_patches(layer, x), t, simd * positions)
+    dut = SlidingWindow.from_conv(layer, simd, rows=rows, positions=positions)
     source, sink = simulate_stream(dut, vectors_to_beats(x, t, simd), len(expected),
                                    rng=int(rng.integers(1 << 30)), valid_prob=valid_prob, ready_prob=ready_prob,
                                    max_cycles=max_cycles)
@@ -75,6 +75,41 @@ def test_matches_golden_with_stalls(kernel):
     for stride, padding in itertools.product(STRIDES, PADDINGS):
         layer, simd = _random_case(rng, kernel, stride, padding, h_range=(3, 5))
         _check(layer, simd, rng, images=int(rng.integers(2, 4)), valid_prob=0.7, ready_prob=0.6)
+
+
+def _positions(kernel):
+    """The legal kernel positions per beat: divisors of KW, and multiples of KW that are whole kernel rows."""
+    kh, kw = kernel
+    return sorted({m for m in divisors(kw)} | {kw * r for r in divisors(kh)})
+
+
+@pytest.mark.parametrize("kernel", [(1, 2), (2, 2), (3, 3), (2, 3), (3, 1)])
+def test_several_kernel_positions_per_beat_match_golden_with_stalls(kernel):
+    # whole pixels in (simd = C), m kernel positions out per beat: every legal m, stride and padding
+    rng = np.random.default_rng(100 + kernel[0] * 10 + kernel[1])
+    for stride, padding in itertools.product(STRIDES, PADDINGS):
+        layer, _ = _random_case(rng, kernel, stride, padding, h_range=(3, 5))
+        for m in _positions(kernel)[1:]:
+            _check(layer, layer.in_channels, rng, images=2, valid_prob=0.7, ready_prob=0.6, positions=m)
+
+
+@pytest.mark.parametrize("in_shape, kernel, stride, padding, positions", [
+    ((8, 8, 1), (3, 3), 1, 1, 9),     # one patch per beat: as many beats out as pixels in
+    ((8, 8, 1), (3, 3), 1, 1, 3),     # a kernel row per beat: output-bound
+    ((8, 8, 2), (3, 3), 1, 0, 9),     # input-bound, with a gap the input hides
+    ((7, 7, 1), (3, 3), 2, 0, 3),
+    ((8, 8, 1), (5, 5), 1, 2, 25),
+    ((12, 12, 1), (4, 4), 4, 0, 16),  # input-bound: 16 pixels in per patch out
+])
+def test_several_positions_per_beat_run_at_the_planned_interval(in_shape, kernel, stride, padding, positions):
+    layer = _conv(in_shape, kernel, stride, padding, "uint2")
+    images = 5
+    dut, source, sink = _check(layer, in_shape[2], np.random.default_rng(7), images=images, valid_prob=1.0,
+                               ready_prob=1.0, positions=positions)
+    assert dut.out_beats == dut.out_shape[0] * dut.out_shape[1] * kernel[0] * kernel[1] // positions
+    starts = [sink.cycles[n * dut.out_beats] for n in range(images)]
+    assert np.diff(starts).tolist() == [dut.geometry.cycles] * (images - 1)
+    assert dut.geometry.cycles == max(dut.out_beats + dut.image_gap, dut.in_beats)
 
 
 EDGE_CASES = [
@@ -250,6 +285,12 @@ BASE = {"in_shape": (4, 4, 4), "kernel": 3, "stride": 1, "padding": 0, "pad_code
     ({"bits": 0}, r"^bits must be a positive integer, not 0$"),
     ({"rows": 2}, r"^rows=2 line buffer rows cannot hold the 3 input rows one output row reads; use at least 3$"),
     ({"rows": 0}, r"^rows must be a positive integer, not 0$"),
+    ({"positions": 3}, r"^a beat of 3 kernel positions carries whole pixels: simd must be the 4 input channels, got "
+                       r"simd=2$"),
+    ({"positions": 2, "simd": 4}, r"^positions=2 must divide the kernel width 3, or be a multiple of it that "
+                                  r"divides the kernel's 9 positions into whole rows$"),
+    ({"positions": 6, "simd": 4}, r"^positions=6 must divide the kernel width 3"),
+    ({"positions": 0}, r"^positions must be a positive integer, not 0$"),
 ])
 def test_bad_parameters(change, message):
     with pytest.raises(HwnetError, match=message):

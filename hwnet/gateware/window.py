@@ -110,7 +110,7 @@ class SlidingWindow(wiring.Component):
         :func:`hwnet.golden.conv2d_patches`, encoded.
     """
 
-    def __init__(self, *, in_shape, kernel, stride=1, padding=0, pad_code=0, simd, bits, rows=None,
+    def __init__(self, *, in_shape, kernel, stride=1, padding=0, pad_code=0, simd, bits, rows=None, positions=1,
                  src_loc_at=0):
         with validating(self):
             self._in_shape = _int_tuple(in_shape, "in_shape", "(H, W, C), three positive integers", 3, 1,
@@ -129,8 +129,17 @@ class SlidingWindow(wiring.Component):
                 raise HwnetError(f"pad_code must be a {self._bits}-bit wire code (0 .. {(1 << self._bits) - 1}), "
                                  f"got {pad_code!r}")
             self._pad_code = int(pad_code)
+            self._positions = check_positive_int(positions, "positions")
+            if self._positions > 1:
+                if self._simd != c:
+                    raise HwnetError(f"a beat of {self._positions} kernel positions carries whole pixels: simd must "
+                                     f"be the {c} input channels, got simd={self._simd}")
+                if kw % self._positions and (self._positions % kw or kh % (self._positions // kw)):
+                    raise HwnetError(f"positions={self._positions} must divide the kernel width {kw}, or be a "
+                                     f"multiple of it that divides the kernel's {kh * kw} positions into whole "
+                                     f"rows")
             self._geometry = WindowGeometry(in_shape=self._in_shape, kernel=self._kernel, stride=self._stride,
-                                            padding=self._padding, simd=self._simd)
+                                            padding=self._padding, simd=self._simd, positions=self._positions)
             oh, ow, _ = self.out_shape
             if oh < 1 or ow < 1:
                 raise HwnetError(f"a {kh}x{kw} kernel with stride {self._stride} does not fit the {h}x{w} input "
@@ -144,13 +153,14 @@ class SlidingWindow(wiring.Component):
                 self._geometry = replace(self._geometry, rows=rows)
         super().__init__({
             "i": In(beat_signature(self._simd, self._bits)),
-            "o": Out(beat_signature(self._simd, self._bits)),
+            "o": Out(beat_signature(self._simd * self._positions, self._bits)),
         }, src_loc_at=src_loc_at)
 
     @classmethod
-    def from_conv(cls, layer, simd, *, rows=None):
+    def from_conv(cls, layer, simd, *, rows=None, positions=1):
         """The unit feeding the :class:`~hwnet.ir.Conv2d` ``layer`` (bound into a network, so that its input
-        type and pad value are known), ``simd`` elements per beat."""
+        type and pad value are known), ``simd`` elements per input beat, ``positions`` kernel positions per output
+        beat."""
         if not isinstance(layer, Conv2d):
             raise HwnetError(f"SlidingWindow.from_conv needs a hwnet.ir.Conv2d, not {type(layer).__name__}")
         if layer.in_type is None:
@@ -158,7 +168,7 @@ class SlidingWindow(wiring.Component):
         pad_code = int(layer.in_type.encode([layer.pad_value])[0])
         return cls(in_shape=layer.in_shape, kernel=(layer.kernel_h, layer.kernel_w), stride=layer.stride,
                    padding=layer.padding, pad_code=pad_code, simd=simd, bits=layer.in_type.bits, rows=rows,
-                   src_loc_at=1)  # the caller made it
+                   positions=positions, src_loc_at=1)  # the caller made it
 
     in_shape = property(lambda self: self._in_shape)
     kernel = property(lambda self: self._kernel)
@@ -166,6 +176,8 @@ class SlidingWindow(wiring.Component):
     padding = property(lambda self: self._padding)
     pad_code = property(lambda self: self._pad_code)
     simd = property(lambda self: self._simd)
+    positions = property(lambda self: self._positions, doc="Kernel positions per output beat.")
+    lanes_out = property(lambda self: self._simd * self._positions, doc="Elements per output beat.")
     bits = property(lambda self: self._bits)
     rows = property(lambda self: self._geometry.rows, doc="Row slots of the line buffer.")
     geometry = property(lambda self: self._geometry,
@@ -174,7 +186,7 @@ class SlidingWindow(wiring.Component):
                          doc="``(OH, OW, C)``: output pixels (patches) per image, and the channels.")
     in_beats = property(lambda self: self._geometry.in_beats, doc="Input beats per image: ``H * W * C / simd``.")
     out_beats = property(lambda self: self._geometry.out_beats,
-                         doc="Output beats per image: ``OH * OW * KH * KW * C / simd``.")
+                         doc="Output beats per image: ``OH * OW * KH * KW * C / (simd * positions)``.")
     depth = property(lambda self: self._geometry.depth, doc="Words of the line buffer: ``rows * W * C / simd``.")
     min_rows = property(lambda self: self._geometry.min_rows,
                         doc="The fewest line buffer rows free of deadlock: the most input rows one output row reads.")
@@ -196,10 +208,15 @@ class SlidingWindow(wiring.Component):
         (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = (self._in_shape, self._kernel, self._stride,
                                                                       self._padding)
         oh, ow, _ = self.out_shape
-        simd, bits, rows = self._simd, self._bits, self.rows
+        simd, bits, rows, positions = self._simd, self._bits, self.rows, self._positions
         cf = c // simd           # beats per pixel
         wcf = w * cf             # words per row slot
         depth = rows * wcf
+        # a beat's positions: kx_step consecutive columns of ky_step consecutive kernel rows; lane j reads the
+        # kernel position (ky + j // kx_step, kx + j % kx_step)
+        kx_step = positions if kw % positions == 0 else kw
+        ky_step = positions // kx_step
+        gx, gy = kw // kx_step, kh // ky_step    # beat groups along a kernel row and down the kernel
         m = Module()
 
         def add_mod(value, step):
@@ -214,7 +231,7 @@ class SlidingWindow(wiring.Component):
 
         m.submodules.lines = lines = Memory(shape=unsigned(simd * bits), depth=depth, init=[])
         wport = lines.write_port()
-        rport = lines.read_port()
+        rports = [lines.read_port() for _ in range(positions)]
 
         advance = Signal()
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
@@ -223,8 +240,8 @@ class SlidingWindow(wiring.Component):
         # col = col0 + kx*cf word offsets in a row; img, rbase and raddr the addresses of the image's row 0, of
         # row iy0 and of row iy (all modulo the depth: meaningless for rows outside the image, never read).
         cnt_c = Signal(range(cf), name="c")
-        cnt_kx = Signal(range(kw), name="kx")
-        cnt_ky = Signal(range(kh), name="ky")
+        cnt_kx = Signal(range(gx), name="kx")   # kernel column group (kx = cnt_kx * kx_step)
+        cnt_ky = Signal(range(gy), name="ky")   # kernel row group (ky = cnt_ky * ky_step)
         cnt_ox = Signal(range(ow), name="ox")
         cnt_oy = Signal(range(oh), name="oy")
         iy0 = Signal(range(-top, h + bottom - kh + 1), init=-top, name="iy0")
@@ -243,31 +260,35 @@ class SlidingWindow(wiring.Component):
 
         ok = Signal()
         issue = Signal()
-        pad = Signal()
+        pads = [Signal(name=f"pad{j}") for j in range(positions)]
         last_patch = Signal()
         last_image = Signal()
         m.d.comb += [
             ok.eq(avail >= need),
             issue.eq(advance & ok),
-            pad.eq((iy < 0) | (iy >= h) | (col < 0) | (col >= wcf)),
-            last_patch.eq((cnt_c == cf - 1) & (cnt_kx == kw - 1) & (cnt_ky == kh - 1)),
+            last_patch.eq((cnt_c == cf - 1) & (cnt_kx == gx - 1) & (cnt_ky == gy - 1)),
             last_image.eq(last_patch & (cnt_ox == ow - 1) & (cnt_oy == oh - 1)),
-            rport.addr.eq(raddr + col + cnt_c),
-            rport.en.eq(issue & ~pad),
         ]
+        for j, (rport, pad) in enumerate(zip(rports, pads)):
+            dy, dx = divmod(j, kx_step)
+            m.d.comb += [
+                pad.eq((iy + dy < 0) | (iy + dy >= h) | (col + dx * cf < 0) | (col + dx * cf >= wcf)),
+                rport.addr.eq(add_mod(raddr, dy * wcf) + col + dx * cf + cnt_c),
+                rport.en.eq(issue & ~pad),
+            ]
 
         with m.If(issue):
             with m.If(cnt_c != cf - 1):
                 m.d.sync += cnt_c.eq(cnt_c + 1)
             with m.Else():
                 m.d.sync += cnt_c.eq(0)
-                with m.If(cnt_kx != kw - 1):
-                    m.d.sync += [cnt_kx.eq(cnt_kx + 1), col.eq(col + cf)]
+                with m.If(cnt_kx != gx - 1):
+                    m.d.sync += [cnt_kx.eq(cnt_kx + 1), col.eq(col + kx_step * cf)]
                 with m.Else():
                     m.d.sync += cnt_kx.eq(0)
-                    with m.If(cnt_ky != kh - 1):
-                        m.d.sync += [cnt_ky.eq(cnt_ky + 1), iy.eq(iy + 1), raddr.eq(add_mod(raddr, wcf)),
-                                     col.eq(col0)]
+                    with m.If(cnt_ky != gy - 1):
+                        m.d.sync += [cnt_ky.eq(cnt_ky + 1), iy.eq(iy + ky_step),
+                                     raddr.eq(add_mod(raddr, ky_step * wcf)), col.eq(col0)]
                     with m.Else():
                         m.d.sync += cnt_ky.eq(0)
                         with m.If(cnt_ox != ow - 1):
@@ -304,10 +325,14 @@ class SlidingWindow(wiring.Component):
 
         # S1: the word read, or padding, registered on the output.
         pad_word = Const(sum(self._pad_code << (j * bits) for j in range(simd)), simd * bits)
-        v1, pad1, last1 = Signal(name="v1"), Signal(name="pad1"), Signal(name="last1")
+        v1, last1 = Signal(name="v1"), Signal(name="last1")
+        pads1 = [Signal(name=f"pad{j}_1") for j in range(positions)]
         with m.If(advance):
-            m.d.sync += [v1.eq(issue), pad1.eq(pad), last1.eq(last_patch), self.o.valid.eq(v1)]
+            m.d.sync += [v1.eq(issue), last1.eq(last_patch), self.o.valid.eq(v1)]
+            m.d.sync += [p1.eq(p) for p1, p in zip(pads1, pads)]
             with m.If(v1):
-                m.d.sync += [self.o.payload.data.eq(Mux(pad1, pad_word, rport.data)),
-                             self.o.payload.last.eq(last1)]
+                m.d.sync += self.o.payload.last.eq(last1)
+                for j, (rport, p1) in enumerate(zip(rports, pads1)):
+                    m.d.sync += self.o.payload.data[j * simd * bits:(j + 1) * simd * bits].eq(
+                        Mux(p1, pad_word, rport.data))
         return m
