@@ -1,0 +1,338 @@
+"""The board top: a network behind a UART and the framed protocol of :mod:`hwnet.protocol`, with LEDs showing the
+last class.
+
+::
+
+    rx -> UartRx -> receiver ---- input beats (a queue of one whole vector) ----> NetworkTop
+                       |                                                            |
+                       +-- replies (type, seq, code) --> sender <-- output beats ---+
+                                                           |
+                                                  UartTx -> tx, argmax -> leds
+
+The receiver hunts for the sync bytes, checks the header (version, type, the exact length for the type) and
+computes the CRC while it takes the payload, which goes to the network beat by beat as it arrives. An ``INFER``
+frame is taken only when the top is idle (no reply pending, the input queue empty, so the whole vector fits the
+queue and no beat is ever dropped); one that arrives while busy is answered ``ERROR`` (input overrun). A bad header
+is answered ``ERROR`` at once and the receiver hunts again from the next byte. When an ``INFER`` frame's CRC
+arrives, its reply is queued: ``RESULT`` if the CRC matches, else ``ERROR`` (bad CRC) after the sender has drained
+and dropped that vector's output (the network computed it from the payload as received). The network may finish
+before the CRC arrives: its output waits (backpressure) for the verdict. So no byte sequence can desynchronize
+the network from the frames, and none can deadlock the top.
+
+The sender sends the queued replies in order: the header, the payload (the network's output beats, the design
+info, or the error code) and the CRC, through :class:`~hwnet.gateware.uart.UartTx`. While it sends a ``RESULT``,
+an argmax over the outputs (ties to the lowest index, signed when the output type is) sets ``leds`` to the class
+when the vector ends.
+"""
+
+import functools
+import operator
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from .. import protocol
+from ..compiler import DesignPlan
+from ..errors import HwnetError
+from ._common import check_positive_int, validating
+from .network import NetworkTop
+from .uart import UartRx, UartTx, check_divisor
+
+__all__ = ["BoardTop"]
+
+_KIND_RESULT, _KIND_INFO, _KIND_ERROR = 0, 1, 2
+
+
+def _crc_byte_py(crc, byte):
+    """The CRC-16/CCITT-FALSE register after one more byte (bitwise, on integers: the model of the gateware)."""
+    c = crc ^ (byte << 8)
+    for _ in range(8):
+        c = ((c << 1) ^ 0x1021 if c & 0x8000 else c << 1) & 0xFFFF
+    return c
+
+
+# The CRC register after a byte is linear over GF(2) in (register, byte): output bit k is the XOR of the input
+# bits whose unit vectors set it. Computed once from the model above.
+_CRC_TAPS = [([i for i in range(16) if _crc_byte_py(1 << i, 0) >> k & 1],
+              [j for j in range(8) if _crc_byte_py(0, 1 << j) >> k & 1]) for k in range(16)]
+
+
+def _crc_step(crc, byte):
+    """CRC-16/CCITT-FALSE after one more byte, as 16 XORs of register and byte bits (:data:`_CRC_TAPS`)."""
+    byte = Cat(byte, Const(0, 8))[:8]  # a narrower value (an error code) is zero-extended
+    bits = []
+    for reg_taps, byte_taps in _CRC_TAPS:
+        terms = [crc[i] for i in reg_taps] + [byte[j] for j in byte_taps]
+        bits.append(functools.reduce(operator.xor, terms) if terms else Const(0, 1))
+    return Cat(*bits)
+
+
+class BoardTop(wiring.Component):
+    """A :class:`~hwnet.gateware.network.NetworkTop` behind a UART (module documentation).
+
+    Parameters
+    ----------
+    plan : :class:`~hwnet.compiler.DesignPlan`
+        The network; a design that streams weights from SPRAM is refused (its pool must be loaded first).
+    divisor : int
+        Clock cycles per UART bit (``clock / baud``), at least 4.
+    leds : int
+        LED outputs; the class index, truncated to them.
+
+    Members
+    -------
+    rx : ``In(1, init=1)``
+    tx : ``Out(1, init=1)``
+    leds : ``Out(leds)``
+    info : :class:`hwnet.protocol.DesignInfo`
+        What the top answers to ``INFO``.
+    """
+
+    def __init__(self, *, plan, divisor, leds=8):
+        with validating(self):
+            if not isinstance(plan, DesignPlan):
+                raise HwnetError(f"BoardTop needs a DesignPlan from hwnet.compiler.plan, not {type(plan).__name__}")
+            if plan.spram_words:
+                raise HwnetError("a board top for a design with weights in SPRAM is not built yet (the pool must be "
+                                 "loaded after reset); keep the weights in block RAM")
+            self._divisor = check_divisor(divisor)
+            self._leds = check_positive_int(leds, "leds")
+        self._plan = plan
+        self._info = protocol.DesignInfo.of_plan(plan)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(self._leds)})
+
+    @property
+    def plan(self):
+        return self._plan
+
+    @property
+    def info(self):
+        return self._info
+
+    @property
+    def divisor(self):
+        return self._divisor
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, info = self._plan, self._info
+        m.submodules.net = net = NetworkTop(plan=plan)
+        m.submodules.uart_rx = urx = UartRx(divisor=self._divisor)
+        m.submodules.uart_tx = utx = UartTx(divisor=self._divisor)
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+
+        in_bits = plan.input_lanes * plan.input_type.bits
+        in_bytes = protocol.beat_bytes(plan.input_lanes, plan.input_type.bits)
+        out_bits = plan.output_lanes * plan.output_type.bits
+        out_bytes = protocol.beat_bytes(plan.output_lanes, plan.output_type.bits)
+
+        # the input queue holds a whole vector (beat and `last`), so a frame taken while idle never waits
+        m.submodules.in_queue = in_queue = fifo.SyncFIFOBuffered(width=in_bits + 1, depth=max(2, plan.input_beats))
+        m.d.comb += [
+            net.i.payload.data.eq(in_queue.r_data[:in_bits]),
+            net.i.payload.last.eq(in_queue.r_data[in_bits]),
+            net.i.valid.eq(in_queue.r_rdy),
+            in_queue.r_en.eq(net.i.ready),
+        ]
+        # replies in frame order: (kind, seq, code)
+        m.submodules.replies = replies = fifo.SyncFIFOBuffered(width=2 + 8 + 3, depth=4)
+
+        # -- receiver ------------------------------------------------------------------------------------------------
+        byte = urx.o.payload
+        got = Signal()
+        m.d.comb += [urx.o.ready.eq(1), got.eq(urx.o.valid)]
+        crc = Signal(16)
+        hdr = Array(Signal(8, name=f"hdr{k}") for k in range(5))  # version, type, seq, length lo, hi
+        idx = Signal(range(5))
+        length = Cat(hdr[3], hdr[4])
+        busy, sending = Signal(), Signal()
+        m.d.comb += busy.eq(replies.r_rdy | in_queue.r_rdy | sending)
+        beat = Signal(in_bytes * 8)
+        beat_byte = Signal(range(in_bytes))
+        beats_in = Signal(range(plan.input_beats))
+        crc_lo = Signal(8)
+        push = Signal()
+        push_kind, push_code = Signal(2), Signal(3)
+        m.d.comb += [replies.w_data.eq(Cat(push_kind, hdr[2], push_code)), replies.w_en.eq(push)]
+
+        def reply(kind, code):
+            m.d.comb += [push.eq(1), push_kind.eq(kind), push_code.eq(code)]
+
+        with m.FSM(name="receiver"):
+            with m.State("HUNT"):
+                with m.If(got & (byte == protocol.SYNC[0])):
+                    m.next = "SYNC1"
+            with m.State("SYNC1"):
+                with m.If(got):
+                    m.d.sync += [idx.eq(0), crc.eq(0xFFFF)]
+                    with m.If(byte == protocol.SYNC[1]):
+                        m.next = "HEADER"
+                    with m.Elif(byte != protocol.SYNC[0]):
+                        m.next = "HUNT"
+            with m.State("HEADER"):
+                with m.If(got):
+                    m.d.sync += [hdr[idx].eq(byte), idx.eq(idx + 1), crc.eq(_crc_step(crc, byte))]
+                    with m.If((idx == 0) & (byte == protocol.SYNC[0])):  # garbage ended in the sync: resync
+                        m.next = "SYNC1"
+                    with m.Elif(idx == 4):
+                        full_length = Cat(hdr[3], byte)
+                        version_ok = hdr[0] == protocol.VERSION
+                        with m.If(~version_ok):
+                            reply(_KIND_ERROR, protocol.BAD_VERSION)
+                            m.next = "HUNT"
+                        with m.Elif(hdr[1] == protocol.INFER):
+                            with m.If(full_length != info.input_payload):
+                                reply(_KIND_ERROR, protocol.BAD_LENGTH)
+                                m.next = "HUNT"
+                            with m.Elif(busy):
+                                reply(_KIND_ERROR, protocol.OVERRUN)
+                                m.next = "HUNT"
+                            with m.Else():
+                                m.d.sync += [beat_byte.eq(0), beats_in.eq(0)]
+                                m.next = "PAYLOAD"
+                        with m.Elif(hdr[1] == protocol.INFO):
+                            with m.If(full_length != 0):
+                                reply(_KIND_ERROR, protocol.BAD_LENGTH)
+                                m.next = "HUNT"
+                            with m.Else():
+                                m.next = "CRC0"
+                        with m.Else():
+                            reply(_KIND_ERROR, protocol.BAD_TYPE)
+                            m.next = "HUNT"
+            with m.State("PAYLOAD"):
+                whole = Cat(beat[8:], byte)  # bytes arrive lowest first: shift right, the new byte on top
+                last_byte = beat_byte == in_bytes - 1
+                last_beat = beats_in == plan.input_beats - 1
+                m.d.comb += [in_queue.w_data.eq(Cat(whole[:in_bits], last_beat)),
+                             in_queue.w_en.eq(got & last_byte)]
+                with m.If(got):
+                    m.d.sync += [beat.eq(whole), crc.eq(_crc_step(crc, byte)),
+                                 beat_byte.eq(Mux(last_byte, 0, beat_byte + 1))]
+                    with m.If(last_byte):
+                        m.d.sync += beats_in.eq(Mux(last_beat, 0, beats_in + 1))
+                        with m.If(last_beat):
+                            m.next = "CRC0"
+            with m.State("CRC0"):
+                with m.If(got):
+                    m.d.sync += crc_lo.eq(byte)
+                    m.next = "CRC1"
+            with m.State("CRC1"):
+                with m.If(got):
+                    ok = Cat(crc_lo, byte) == crc
+                    with m.If(hdr[1] == protocol.INFER):
+                        reply(_KIND_RESULT, Mux(ok, 0, protocol.BAD_CRC))
+                    with m.Elif(ok):
+                        reply(_KIND_INFO, 0)
+                    with m.Else():
+                        reply(_KIND_ERROR, protocol.BAD_CRC)
+                    m.next = "HUNT"
+
+        # -- sender --------------------------------------------------------------------------------------------------
+        kind = Signal(2)
+        seq = Signal(8)
+        code = Signal(3)
+        out_crc = Signal(16)
+        pos = Signal(range(max(7, protocol.INFO_BYTES, out_bytes) + 1))
+        beats_out = Signal(range(plan.output_beats))
+        out_beat = Signal(out_bytes * 8)
+        tx_byte = Signal(8)
+        tx_valid = Signal()
+        m.d.comb += [utx.i.payload.eq(tx_byte), utx.i.valid.eq(tx_valid)]
+        sent = tx_valid & utx.i.ready
+        frame_type = Mux(kind == _KIND_RESULT, protocol.RESULT,
+                         Mux(kind == _KIND_INFO, protocol.INFO_REPLY, protocol.ERROR))
+        frame_len = Signal(16)
+        m.d.comb += frame_len.eq(Mux(kind == _KIND_RESULT, info.output_payload,
+                                     Mux(kind == _KIND_INFO, protocol.INFO_BYTES, 1)))
+        info_bytes = Array(Const(b, 8) for b in info.encode())
+        take_beat = Signal()
+        m.d.comb += net.o.ready.eq(take_beat)
+        # argmax of the outputs, lane by lane from a copy of each beat (results only)
+        signed = plan.output_type.min < 0
+        lane_bits = plan.output_type.bits
+        scan = Signal(out_bits)
+        scan_left = Signal(range(plan.output_lanes + 1))
+        index = Signal(range(plan.output_size + 1))
+        best = Signal(lane_bits)
+        best_index = Signal(range(plan.output_size))
+        value = scan[:lane_bits]
+        better = (value.as_signed() > best.as_signed()) if signed else (value > best)
+        with m.If(scan_left != 0):
+            m.d.sync += [scan.eq(scan >> lane_bits), scan_left.eq(scan_left - 1), index.eq(index + 1)]
+            with m.If((index == 0) | better):
+                m.d.sync += [best.eq(value), best_index.eq(index)]
+        with m.Elif(index == plan.output_size):
+            m.d.sync += [self.leds.eq(best_index), index.eq(0)]
+
+        def send(value_):
+            """Offer ``value_`` as the next byte to the UART."""
+            m.d.comb += [tx_valid.eq(1), tx_byte.eq(value_)]
+
+        with m.FSM(name="sender") as sender:
+            with m.State("IDLE"):
+                m.d.comb += replies.r_en.eq(1)
+                with m.If(replies.r_rdy):
+                    m.d.sync += [kind.eq(replies.r_data[:2]), seq.eq(replies.r_data[2:10]),
+                                 code.eq(replies.r_data[10:13]), pos.eq(0), beats_out.eq(0)]
+                    with m.If((replies.r_data[:2] == _KIND_RESULT) & (replies.r_data[10:13] != 0)):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "HEADER"
+            with m.State("DRAIN"):  # a vector whose frame failed its CRC: drop its output, then report
+                m.d.comb += take_beat.eq(1)
+                with m.If(net.o.valid):
+                    m.d.sync += beats_out.eq(beats_out + 1)
+                    with m.If(beats_out == plan.output_beats - 1):
+                        m.d.sync += [kind.eq(_KIND_ERROR), beats_out.eq(0)]
+                        m.next = "HEADER"
+            with m.State("HEADER"):
+                header = Array([Const(protocol.SYNC[0], 8), Const(protocol.SYNC[1], 8), Const(protocol.VERSION, 8),
+                                frame_type, seq, frame_len[:8], frame_len[8:16]])
+                send(header[pos])
+                with m.If(sent):
+                    m.d.sync += pos.eq(pos + 1)
+                    with m.If(pos == 1):
+                        m.d.sync += out_crc.eq(0xFFFF)
+                    with m.Elif(pos >= 2):
+                        m.d.sync += out_crc.eq(_crc_step(out_crc, header[pos]))
+                    with m.If(pos == 6):
+                        m.d.sync += pos.eq(0)
+                        m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                with m.If(kind == _KIND_RESULT):
+                    with m.If(pos == 0):  # the next output beat
+                        m.d.comb += take_beat.eq(scan_left == 0)
+                        with m.If(net.o.valid & (scan_left == 0)):
+                            m.d.sync += [out_beat.eq(net.o.payload.data), pos.eq(1),
+                                         scan.eq(net.o.payload.data), scan_left.eq(plan.output_lanes)]
+                    with m.Else():
+                        send(out_beat[:8])
+                        with m.If(sent):
+                            m.d.sync += [out_beat.eq(out_beat >> 8), out_crc.eq(_crc_step(out_crc, out_beat[:8])),
+                                         pos.eq(Mux(pos == out_bytes, 0, pos + 1))]
+                            with m.If(pos == out_bytes):
+                                m.d.sync += beats_out.eq(beats_out + 1)
+                                with m.If(beats_out == plan.output_beats - 1):
+                                    m.next = "CRC0"
+                with m.Elif(kind == _KIND_INFO):
+                    send(info_bytes[pos])
+                    with m.If(sent):
+                        m.d.sync += [pos.eq(pos + 1), out_crc.eq(_crc_step(out_crc, info_bytes[pos]))]
+                        with m.If(pos == protocol.INFO_BYTES - 1):
+                            m.next = "CRC0"
+                with m.Else():
+                    send(code)
+                    with m.If(sent):
+                        m.d.sync += out_crc.eq(_crc_step(out_crc, code))
+                        m.next = "CRC0"
+            with m.State("CRC0"):
+                send(out_crc[:8])
+                with m.If(sent):
+                    m.next = "CRC1"
+            with m.State("CRC1"):
+                send(out_crc[8:])
+                with m.If(sent):
+                    m.next = "IDLE"
+        m.d.comb += sending.eq(~sender.ongoing("IDLE"))
+        return m
