@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datatypes import BIPOLAR, TERNARY, DataType, parse_type, type_for_range
+from .datatypes import BIPOLAR, TERNARY, DataType, type_for_range
 from .errors import HwnetError
 from .ir import Conv2d, Dense, MaxPool2d, MultiThreshold, Network, window_out_shape
 
@@ -301,7 +301,6 @@ class _Importer:
         if op == "BipolarQuant":
             return BIPOLAR, np.asarray(rec["scale"], np.float64), np.float64(0)
         if op == "Quant":
-            from qonnx.custom_op.general.intquant import max_int, min_int
             bits, signed, narrow = rec["bits"], bool(rec["signed"]), bool(rec["narrow"])
             scale = np.asarray(rec["scale"], np.float64)
             zp = np.asarray(rec["zero_point"], np.float64)
@@ -644,22 +643,32 @@ class _Importer:
         rec = None if node.op_type in ("Sign", "Trunc") else self._quantizer_record(node)
         lo, hi = self._ir_layer(state).row_acc_ranges(state.in_type)
         g = self._evaluator(node, state, rec)
-        sign = np.where(g(hi)[0] < g(lo)[0], -1, 1)
+        sign, weights, wtype = self._orient(state, g, lo, hi)
         if state.pools and np.any(sign < 0):
             self.fail(state.pools[0][0], "pools accumulators whose activation decreases with them (a negative "
                                          "scale); pool after the quantizer instead")
         dtype, a, b = self._out_levels(node, rec, g, lo, hi, sign)
-        values = np.arange(dtype.min, dtype.max + 1) if dtype.kind != "bipolar" else np.array([-1, 1])
-        thresholds = self._search(g, lo, hi, sign, values[1:])
+        thresholds = self._search(g, lo, hi, sign, dtype.values()[1:])
+        self._emit(state, weights, wtype, thresholds, dtype)
+        return _Codes(dtype, state.index, self._per_channel_values(a, state.index, node),
+                      self._per_channel_values(b, state.index, node))
+
+    def _orient(self, state, g, lo, hi):
+        """``(sign, weights, weight type)``: per output channel +1, or -1 where ``g`` decreases (a negative scale),
+        and the weights with those rows negated, in their type or the narrowest that holds the negated values."""
+        sign = np.where(g(hi)[0] < g(lo)[0], -1, 1)
         weights = state.weights * sign.reshape((-1,) + (1,) * (state.weights.ndim - 1))
         wtype = state.weight_type
         if weights.size and (weights.min() < wtype.min or weights.max() > wtype.max):
             wtype = type_for_range(weights.min(), weights.max())
-        self._emit(state, weights, wtype, thresholds, dtype)
-        out = _Codes(dtype, state.index, *(self._per_element(np.broadcast_to(
-            np.asarray(v, np.float64).reshape((-1,) + (1,) * (state.index.ndim - 1)) if np.size(v) > 1 else v,
-            (1,) + state.index.shape), state.index, node) for v in (a, b)))
-        return out
+        return sign, weights, wtype
+
+    def _per_channel_values(self, v, index, node):
+        """A quantizer's scale or offset (one number, or one per channel) per element of ``index``, in IR order."""
+        v = np.asarray(v, np.float64)
+        if v.size > 1:
+            v = v.reshape((-1,) + (1,) * (index.ndim - 1))
+        return self._per_element(v, index, node)
 
     def _ir_layer(self, state):
         """The pending layer as a raw IR :class:`~hwnet.ir.Dense` (a convolution's patch product)."""
@@ -784,17 +793,14 @@ class _Importer:
         if np.any(sign < 0):
             self.fail(node, "requantizes with a negative scale; not supported")
         out_type, a, b = self._out_levels(node, rec, g, lo, hi, sign)
-        values = np.arange(out_type.min, out_type.max + 1) if out_type.kind != "bipolar" else np.array([-1, 1])
-        t = self._search(g, lo, hi, sign, values[1:])
+        t = self._search(g, lo, hi, sign, out_type.values()[1:])
         if dtype.kind == "bipolar":  # codes are -1/+1: map thresholds onto them
             t = np.where(t > 1, 2, np.where(t > -1, 1, -1))
         if np.all(t == t[:1]):
             t = t[:1]
         self.layers.append(MultiThreshold(thresholds=t, out_type=out_type, name=node.name))
-        shape = (-1,) + (1,) * (state.index.ndim - 1)
-        conv = (lambda v: self._per_element(np.asarray(v, np.float64).reshape(shape) if np.size(v) > 1 else v,
-                                            state.index, node))
-        return _Codes(out_type, state.index, conv(a), conv(b))
+        return _Codes(out_type, state.index, self._per_channel_values(a, state.index, node),
+                      self._per_channel_values(b, state.index, node))
 
     def finish(self, state):
         if isinstance(state, _Codes):
@@ -807,11 +813,7 @@ class _Importer:
         else:
             lo, hi = self._ir_layer(state).row_acc_ranges(state.in_type)
             g = self._evaluator(None, state, None)
-            sign = np.where(g(hi)[0] < g(lo)[0], -1, 1)
-            weights = state.weights * sign.reshape((-1,) + (1,) * (state.weights.ndim - 1))
-            wtype = state.weight_type
-            if weights.size and (weights.min() < wtype.min or weights.max() > wtype.max):
-                wtype = type_for_range(weights.min(), weights.max())
+            sign, weights, wtype = self._orient(state, g, lo, hi)
             if state.kind == "dense":
                 self.layers.append(Dense(weights=weights, weight_type=wtype, name=state.name))
             else:

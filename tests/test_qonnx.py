@@ -13,8 +13,8 @@ from hwnet import golden
 from hwnet.cli import main
 from hwnet.errors import HwnetError
 from hwnet.gateware.testing import random_cnn, random_network
-from hwnet.ir import Conv2d, Dense, MaxPool2d, MultiThreshold, Network
-from hwnet.qonnx_export import export_qonnx, to_model
+from hwnet.ir import Conv2d, Dense, Network
+from hwnet.qonnx_export import export_qonnx
 from hwnet.qonnx_import import graph_outputs, import_qonnx, integer_outputs, quantize_inputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -145,7 +145,6 @@ class BoardTop(wiring.Component):
         crc = Signal(16)
         hdr = Array(Signal(8, name=f"hdr{k}") for k in range(5))  # version, type, seq, length lo, hi
         idx = Signal(range(5))
-        length = Cat(hdr[3], hdr[4])
         busy, sending = Signal(), Signal()
         m.d.comb += busy.eq(replies.r_rdy | in_queue.r_rdy | sending)
         beat = Signal(in_bytes * 8)
