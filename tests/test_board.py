@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+
 """The board top: the serial protocol (host side), the UART, and the host client against the whole board top
 simulated bit by bit on its UART pins, bit-exact against the golden model, with a corrupted line."""
 
