@@ -83,7 +83,7 @@ def test_random_cnns_bit_exact_with_stalls(seed):
 
 def test_weights_in_spram_bit_exact_with_stalls():
     # two of three layers stream their weights from the SPRAM pool, loaded through the load port while the
-    # first inputs already arrive; the last one is split by PE (3 of its 5 PEs stream, 2 keep their ROMs)
+    # first inputs already arrive
     rng = np.random.default_rng(31)
     w = [rng.choice([-1, 1], size=(16, 32)), rng.choice([-1, 1], size=(16, 16)), rng.choice([-1, 1], size=(5, 16))]
     net = ir.Network(input_type="uint4", input_size=32, name="spram", layers=[
@@ -92,7 +92,7 @@ def test_weights_in_spram_bit_exact_with_stalls():
                  weight_storage="spram", name="fc0"),
         ir.Dense(weights=w[1], thresholds=rng.integers(-4, 5, size=(16, 1)), out_type="bipolar", pe=4, simd=4,
                  name="fc1"),
-        ir.Dense(weights=w[2], pe=5, simd=8, weight_storage="spram", spram_pes=3, name="fc2")])
+        ir.Dense(weights=w[2], pe=5, simd=8, weight_storage="spram", name="fc2")])
     x = rng.integers(0, 16, size=(40, 32))
     expected = golden.execute(net, x)
     for stall_in, stall_out in ((0.0, 0.0), (0.5, 0.5)):
