@@ -16,9 +16,7 @@ The search, with :mod:`hwnet.estimate` as the cost model (no synthesis):
 3. On a family with SPRAM and a budget that has it, the layers whose weights could stream from the pool are tried
    there too: none, then the largest, then the two largest, and so on (a streamed layer's weights for one cycle
    must fit the pool's 64-bit word, and the pool reads one word per cycle for all of them, so their words per
-   inference must not exceed ``T``). Between two such sets, the next layer is also tried split by PE: as many of
-   its PEs as one word holds stream, the others keep block-RAM ROMs, so that about just the weights that do not
-   fit the block RAMs stream.
+   inference must not exceed ``T``).
 4. The first ``T`` (and the first SPRAM choice for it) whose whole design, estimated with every block, fits the
    budget wins. With a throughput goal (``target_cycles``), the search stops at the slowest ``T`` meeting it: the
    cheapest design that is fast enough.
@@ -191,8 +189,7 @@ class _Search:
         self._stages = {}
 
     def stage(self, index, pe, simd, streamed):
-        """The dense stage of layer ``index`` at a folding (built once); ``streamed`` PEs (0: none; True: all)
-        stream their weights from SPRAM."""
+        """The dense stage of layer ``index`` at a folding (built once)."""
         key = (index, pe, simd, streamed)
         if key not in self._stages:
             layer = self.network.layers[index]
@@ -203,7 +200,7 @@ class _Search:
                 oh, ow, _ = layer.out_shape
                 stage = replace(stage, vectors=oh * ow)
             if streamed:
-                stage = replace(stage, spram_base=0, spram_pes=None if streamed is True else streamed)
+                stage = replace(stage, spram_base=0)
             resources = self.estimate.dense_stage(stage, self.family)
             self._stages[key] = (stage, resources, self.budget.logic(resources) + self.rate * resources.ebr)
         return self._stages[key]
@@ -231,32 +228,6 @@ class _Search:
         return [(cost, pe, simd, stage, resources) for pe, simd in pairs
                 for stage, resources, cost in [self.stage(index, pe, simd, streamed)]]
 
-    def split_options(self, index, target, words):
-        """Like :meth:`options` for layer ``index`` split between SPRAM and block RAM by PE: per folding with at
-        least 2 PEs that reaches ``target`` and reads at most ``words`` SPRAM words per inference, as many of its
-        PEs as the pool's word holds stream (at least one, not all), the others keep their ROMs."""
-        layer = self.network.layers[index]
-        dense = _matmul(layer)
-        bits = 1 if dense.bit_serial else dense.weight_type.bits
-        found = []
-        for pe in compiler._divisors(dense.out_features)[1:]:
-            for simd in compiler._divisors(dense.in_features):
-                q = min(pe - 1, compiler.SPRAM_WIDTH // (simd * bits))
-                cycles = _cycles(layer, pe, simd)
-                if q >= 1 and cycles <= min(target, words):
-                    stage, resources, cost = self.stage(index, pe, simd, q)
-                    found.append((cost, pe, simd, stage, resources))
-        return found
-
-    def split_targets(self, spram, index):
-        """The SPRAM pool's words per inference with the layers in ``spram`` streamed and layer ``index`` split,
-        at each of its foldings."""
-        layer, full = self.network.layers[index], self.spram_words(spram)
-        dense = _matmul(layer)
-        return {full + _cycles(layer, pe, simd) for pe in compiler._divisors(dense.out_features)[1:]
-                for simd in compiler._divisors(dense.in_features)
-                if full + _cycles(layer, pe, simd) <= compiler.SPRAM_DEPTH}
-
     def spram_words(self, spram):
         """Words per inference of the layers in ``spram``, each folded to its fewest words."""
         total = 0
@@ -265,29 +236,25 @@ class _Search:
             total += options[0][3].depth
         return total
 
-    def design(self, target, spram, split=None):
-        """``(network, units)``: the network folded for ``target`` with the layers in ``spram`` streamed (and layer
-        ``split`` split between SPRAM and block RAM by PE), and the estimated resources of its matrix-vector units
-        alone (a lower bound of the design's); None if some layer cannot reach ``target`` that way."""
+    def design(self, target, spram):
+        """``(network, units)``: the network folded for ``target`` with the layers in ``spram`` streamed, and the
+        estimated resources of its matrix-vector units alone (a lower bound of the design's); None if some layer
+        cannot reach ``target`` that way."""
         layers = list(self.network.layers)
         words = 0
         units = self.estimate.Resources(self.family)
-        room = min(target, compiler.SPRAM_DEPTH) - self.spram_words(spram)
         for index, layer in enumerate(layers):
             if not _foldable(layer):
                 continue
-            if index == split:
-                options = self.split_options(index, target, room)
-            else:
-                options = self.options(index, target, index in spram)
+            options = self.options(index, target, index in spram)
             if not options:
                 return None
             _, pe, simd, stage, resources = min(options, key=lambda o: (o[0], o[1] * o[2], o[1]))
             units = units + resources
-            words += stage.depth if stage.streamed else 0
+            words += stage.depth if index in spram else 0
             changes = dict(pe=pe, simd=simd)
-            if stage.streamed:
-                changes.update(weight_storage="spram", spram_pes=stage.spram_pes)
+            if index in spram:
+                changes["weight_storage"] = "spram"
             layers[index] = layer.replace(**changes)
         if words > min(target, compiler.SPRAM_DEPTH):
             return None
@@ -332,24 +299,15 @@ def auto_fold(network, budget, *, target_cycles=None, progress=None):
         weights = [(i, layer.weights.size * layer.weight_type.bits) for i, layer in enumerate(network.layers)
                    if isinstance(layer, Dense) and _foldable(layer)]
         streamable = [i for i, _ in sorted(weights, key=lambda w: -w[1])]
-    # (streamed layers, layer split by PE): none, the largest split, the largest, the largest and the next split...
-    spram_sets = []
-    for k in range(len(streamable) + 1):
-        spram_sets.append((frozenset(streamable[:k]), None))
-        if k < len(streamable):
-            spram_sets.append((frozenset(streamable[:k]), streamable[k]))
-    if target_cycles is None:  # the SPRAM pool's own bounds are candidate intervals too
-        bounds = {search.spram_words(s) for s, split in spram_sets if s and split is None}
-        for s, split in spram_sets:
-            if split is not None:
-                bounds |= search.split_targets(s, split)
-        targets = sorted(set(targets) | bounds)
+    spram_sets = [frozenset(streamable[:k]) for k in range(len(streamable) + 1)]
+    if target_cycles is None:  # the SPRAM pool's own bound of each set is a candidate interval too
+        targets = sorted(set(targets) | {search.spram_words(s) for s in spram_sets[1:]})
 
     rejected = []  # (target, reason) of faster targets that did not fit
     for target in targets:
         reasons = []
-        for spram, split in spram_sets:
-            found = search.design(target, spram, split)
+        for spram in spram_sets:
+            found = search.design(target, spram)
             if found is None:
                 continue
             folded, units = found
@@ -369,7 +327,7 @@ def auto_fold(network, budget, *, target_cycles=None, progress=None):
         if progress is not None:
             progress(f"{target} cycles per inference does not fit {budget.name}"
                      + (f" ({reasons[0]})" if reasons else ""))
-    smallest = search.design(targets[-1], spram_sets[-1][0]) or search.design(targets[-1], frozenset())
+    smallest = search.design(targets[-1], spram_sets[-1]) or search.design(targets[-1], frozenset())
     need = ""
     if smallest is not None:
         _, total = search.measure(smallest[0])
@@ -388,9 +346,7 @@ def _report(plan, total, budget, target_cycles, rejected):
              + (f", {total.spram} SPRAMs" if total.spram else "")]
     for stage in plan.stages:
         if isinstance(stage, compiler.DenseStage):
-            where = ("logic" if stage.weights_in_logic else "block RAM" if not stage.streamed else "SPRAM"
-                     if stage.streamed_pes == stage.pe else
-                     f"SPRAM (PEs 0..{stage.streamed_pes - 1}) and block RAM (the other {stage.pe - stage.streamed_pes})")
+            where = "SPRAM" if stage.streamed else "logic" if stage.weights_in_logic else "block RAM"
             lines.append(f"  {stage.name}: pe={stage.pe} simd={stage.simd}, {stage.cycles} cycles, weights in "
                          f"{where}")
     limit = [s.name for s in plan.stages if s.cycles == plan.cycles_per_inference]

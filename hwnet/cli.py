@@ -116,18 +116,6 @@ def _names(text):
     return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
-def _spram_layers(text):
-    """``--spram fc0,fc1:4``: layer names, each optionally with the number of its PEs that stream."""
-    layers = {}
-    for item in _names(text):
-        name, sep, pes = item.partition(":")
-        if sep and not re.fullmatch(r"[1-9][0-9]*", pes.strip()):
-            raise HwnetError(f"--spram item {item!r}: after ':' give how many PEs stream, a positive integer "
-                             f"(e.g. fc1:4)")
-        layers[name.strip()] = int(pes) if sep else None
-    return layers
-
-
 def _compile(args):
     from .compiler import set_hardware_choices
     from .flow import compile_design, load_model
@@ -140,7 +128,7 @@ def _compile(args):
         from .autofold import parse_budget
         budget = parse_budget(args.budget, args.family)
     network = set_hardware_choices(load_model(args.model), weights_in_logic=_names(args.weights_in_logic),
-                                   bit_serial=_names(args.bit_serial), spram=_spram_layers(args.spram))
+                                   bit_serial=_names(args.bit_serial), spram=_names(args.spram))
     t0 = time.monotonic()
     plan = compile_design(network, args.out, target_cycles=args.target_cycles, force=args.force,
                           synth=not args.no_synth, progress=_say, budget=budget)
@@ -232,7 +220,7 @@ def build_parser():
     c.add_argument("--family", default="ice40", choices=("ice40", "ecp5"), help="FPGA family of --budget")
     c.add_argument("--spram", metavar="LAYERS", default=None,
                    help="comma-separated dense layers whose weights stream from the iCE40UP's SPRAM (loaded at "
-                        "start-up); NAME:N streams only its first N PEs, the others keep block-RAM ROMs")
+                        "start-up)")
     c.add_argument("--force", action="store_true", help="replace --out if it exists")
     c.add_argument("--weights-in-logic", metavar="LAYERS", default=None,
                    help="comma-separated dense layers to unroll fully with their weights as constants in the "

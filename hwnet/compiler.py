@@ -56,11 +56,8 @@ def _divisors(n):
 
 def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=(), spram=()):
     """A copy of ``network`` with the named dense layers' weights in logic (fully unrolled), the named
-    ``uint<k>``/``int<k>`` layers bit-serial and the named layers' weights streamed from SPRAM (``spram``: names,
-    or a mapping of names to the number of PEs that stream, None for all). Unknown names are refused with the
-    list of dense layers."""
-    spram_pes = dict(spram) if isinstance(spram, dict) else {name: None for name in spram}
-    spram = list(spram_pes)
+    ``uint<k>``/``int<k>`` layers bit-serial and the named layers' weights streamed from SPRAM. Unknown names
+    are refused with the list of dense layers."""
     dense = {layer.name: layer for layer in network.dense_layers()}
     both = sorted(set(weights_in_logic) & set(spram))
     if both:
@@ -77,7 +74,7 @@ def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=(), spram=(
             if layer.name in weights_in_logic:
                 changes.update(pe=layer.out_features, simd=layer.in_features, weight_storage="logic")
             if layer.name in spram:
-                changes.update(weight_storage="spram", spram_pes=spram_pes[layer.name])
+                changes.update(weight_storage="spram")
             layer = layer.replace(**changes)
         layers.append(layer)
     return network.replace_layers(layers)
@@ -353,10 +350,8 @@ class DenseStage:
         Output element type: the thresholded type, or ``acc_type`` for a raw layer.
     spram_base : int or None
         The weights are streamed from the SPRAM pool, :attr:`depth` words of :attr:`word_bits` from this address
-        (the streamed PEs' words of one address side by side, PE ``p`` at bits ``[p * simd * lane_bits, ...)``);
-        None: a ROM per PE (or logic).
-    spram_pes : int or None
-        With ``spram_base``: the PEs ``0 .. spram_pes - 1`` stream, the others keep their ROMs (None: all stream).
+        (every PE's word of one address side by side, PE ``p`` at bits ``[p * simd * lane_bits, ...)``); None:
+        a ROM per PE (or logic).
     vectors : int
         Input vectors per inference: 1 for a dense layer, ``OH * OW`` patches for a convolution (whose output
         pixels then leave one after another, ``nf`` beats of ``pe`` channels each: NHWC).
@@ -381,7 +376,6 @@ class DenseStage:
     raw: bool
     vectors: int = 1
     spram_base: int = None
-    spram_pes: int = None
 
     @property
     def kind(self):
@@ -437,30 +431,23 @@ class DenseStage:
         return self.spram_base is not None
 
     @property
-    def streamed_pes(self):
-        """PEs whose weights stream from the SPRAM pool (the first ones): 0 when none do."""
-        if not self.streamed:
-            return 0
-        return self.pe if self.spram_pes is None else self.spram_pes
-
-    @property
     def word_bits(self):
-        """Bits of weights for one cycle: ``pe * simd * lane_bits``; of the streamed PEs alone when streamed."""
-        return (self.streamed_pes if self.streamed else self.pe) * self.simd * self.lane_bits
+        """Bits of all PEs' weights for one cycle: ``pe * simd * lane_bits``."""
+        return self.pe * self.simd * self.lane_bits
 
     def spram_words(self):
-        """The layer's SPRAM image: per address, the streamed PEs' weight words side by side."""
+        """The layer's SPRAM image: per address, every PE's weight word side by side."""
         width = self.simd * self.lane_bits
-        return [sum(words[a] << (p * width) for p, words in enumerate(self.weight_words[:self.streamed_pes]))
+        return [sum(words[a] << (p * width) for p, words in enumerate(self.weight_words))
                 for a in range(self.depth)]
 
     @property
     def memory_bits(self):
-        """Bits of ROM the stage needs: weights (of the PEs that do not stream from SPRAM) and thresholds; none for a
-        layer unrolled into logic (one word each: constants)."""
+        """Bits of ROM the stage needs: weights and thresholds; only thresholds when the weights stream from
+        SPRAM; none for a layer unrolled into logic (one word each: constants)."""
         if self.weights_in_logic:
             return 0
-        return self.weight_bits // self.pe * (self.pe - self.streamed_pes) + self.threshold_bits
+        return (0 if self.streamed else self.weight_bits) + self.threshold_bits
 
     @property
     def lanes_in(self):
@@ -700,7 +687,9 @@ class DesignPlan:
                                "acc_bits": s.acc_bits, "threshold_search": s.threshold_search if not s.raw else None,
                                "weight_bits": s.weight_bits, "threshold_bits": s.threshold_bits,
                                "memory_bits": s.memory_bits,
-                               "weights": _weights_text(s)})
+                               "weights": "logic" if s.weights_in_logic else
+                               f"SPRAM words {s.spram_base}..{s.spram_base + s.depth - 1} x {s.word_bits} bits"
+                               if s.streamed else f"{s.pe} x {s.depth} words x {s.simd * s.lane_bits} bits"})
             elif isinstance(s, WindowStage):
                 g = s.geometry
                 stages.append({"name": s.name, "kind": "window", "in_shape": list(g.in_shape),
@@ -722,19 +711,6 @@ class DesignPlan:
                            "lanes": self.output_lanes, "beats": self.output_beats},
                 "cycles_per_inference": self.cycles_per_inference,
                 "memory_bits": self.memory_bits, "spram_words": self.spram_words, "stages": stages}
-
-
-def _weights_text(s):
-    """Where a dense stage's weights live, for the summary."""
-    if s.weights_in_logic:
-        return "logic"
-    rom = f"{s.pe - s.streamed_pes} x {s.depth} words x {s.simd * s.lane_bits} bits"
-    if not s.streamed:
-        return rom
-    spram = f"SPRAM words {s.spram_base}..{s.spram_base + s.depth - 1} x {s.word_bits} bits"
-    if s.streamed_pes == s.pe:
-        return spram
-    return f"{spram} (PEs 0..{s.streamed_pes - 1}), ROM {rom}"
 
 
 def _per_pe(values, pe, nf):
@@ -863,17 +839,15 @@ def plan(network, *, threshold_search=None):
 def _allocate_spram(stages, network):
     """Give each dense stage of a ``weight_storage="spram"`` layer its region of the SPRAM pool, in stream order;
     refuse a word wider than the pool or a pool too small."""
-    spram = {layer.name: layer.spram_pes for layer in network.layers
-             if isinstance(layer, Dense) and layer.weight_storage == "spram"}
+    spram = {layer.name for layer in network.layers if isinstance(layer, Dense) and layer.weight_storage == "spram"}
     out, base = [], 0
     for stage in stages:
         if isinstance(stage, DenseStage) and stage.name in spram:
-            stage = replace(stage, spram_base=base, spram_pes=spram[stage.name])
             if stage.word_bits > SPRAM_WIDTH:
-                raise HwnetError(f"layer {stage.name!r}: its streamed weights take {stage.word_bits} bits per cycle "
-                                 f"(streamed PEs * simd * weight bits = {stage.streamed_pes} * {stage.simd} * "
-                                 f"{stage.lane_bits}) but the SPRAM pool gives {SPRAM_WIDTH}; fold it further "
-                                 f"(smaller pe or simd) or stream fewer PEs (spram_pes)")
+                raise HwnetError(f"layer {stage.name!r}: its weights take {stage.word_bits} bits per cycle (pe * "
+                                 f"simd * weight bits = {stage.pe} * {stage.simd} * {stage.lane_bits}) but the "
+                                 f"SPRAM pool gives {SPRAM_WIDTH}; fold it further (smaller pe or simd)")
+            stage = replace(stage, spram_base=base)
             base += stage.depth
         out.append(stage)
     if base > SPRAM_DEPTH:

@@ -144,10 +144,6 @@ class Dense:
         Hardware choice: weights in block-RAM ROMs (folded), folded into the logic as constants, or streamed from
         the single-port RAMs of an iCE40UP (loaded at start-up; see :mod:`hwnet.gateware.spram`). ``"logic"``
         needs the layer fully unrolled (``pe = out_features``, ``simd = in_features``: one vector per cycle).
-    spram_pes : int or None
-        With ``weight_storage="spram"``: how many PEs (the first ones, ``0 .. spram_pes - 1``) stream their weights
-        from SPRAM; the others keep block-RAM ROMs (a layer split between the two, so that just the weights that
-        do not fit the block RAMs stream). None: every PE.
     bit_serial : bool
         Hardware choice for ``uint<k>``/``int<k>`` weights: evaluate one weight bit plane per cycle (``k`` times
         the cycles, a ``k`` times narrower processing element) instead of all planes at once.
@@ -157,7 +153,7 @@ class Dense:
     op = "dense"
 
     def __init__(self, *, weights, weight_type="bipolar", thresholds=None, out_type=None, pe=None, simd=None,
-                 products=None, weight_storage="rom", bit_serial=False, spram_pes=None, name="dense"):
+                 products=None, weight_storage="rom", bit_serial=False, name="dense"):
         self.name = str(name)
         what = f"layer {self.name!r}"
         self.weight_type = parse_type(weight_type)
@@ -189,17 +185,6 @@ class Dense:
             raise HwnetError(f"{what}: weights in logic need the layer fully unrolled (pe={self.out_features}, "
                              f"simd={self.in_features}), got pe={self.pe} simd={self.simd}; use "
                              f"weight_storage='rom' to fold it")
-        if spram_pes is not None:
-            if weight_storage != "spram":
-                raise HwnetError(f"{what}: spram_pes is for weights streamed from SPRAM (weight_storage='spram'), "
-                                 f"not {weight_storage!r}")
-            if isinstance(spram_pes, bool) or not _is_int(spram_pes) or spram_pes < 1:
-                raise HwnetError(f"{what}: spram_pes must be a positive integer, not {spram_pes!r}")
-            if self.pe is not None and spram_pes > self.pe:
-                raise HwnetError(f"{what}: spram_pes={spram_pes} is more than its pe={self.pe} processing "
-                                 f"elements")
-            spram_pes = int(spram_pes)
-        self.spram_pes = spram_pes
         if not isinstance(bit_serial, (bool, np.bool_)):
             raise HwnetError(f"{what}: bit_serial must be true or false, not {bit_serial!r}")
         self.bit_serial = bool(bit_serial)
@@ -275,10 +260,8 @@ class Dense:
         args = dict(weights=self.weights, weight_type=self.weight_type, thresholds=self.thresholds,
                     out_type=self.out_type if self.thresholds is not None else None, pe=self.pe, simd=self.simd,
                     products=self.products, weight_storage=self.weight_storage, bit_serial=self.bit_serial,
-                    spram_pes=self.spram_pes, name=self.name)
+                    name=self.name)
         args.update(changes)
-        if args["weight_storage"] != "spram" and "spram_pes" not in changes:
-            args["spram_pes"] = None  # moved out of SPRAM: the split goes with it
         return Dense(**args)
 
     def with_folding(self, pe, simd):
@@ -304,8 +287,6 @@ class Dense:
         h["simd"] = self.simd
         if self.weight_storage != "rom":
             h["weight_storage"] = self.weight_storage
-        if self.spram_pes is not None:
-            h["spram_pes"] = self.spram_pes
         if self.bit_serial:
             h["bit_serial"] = True
         return h
@@ -313,8 +294,7 @@ class Dense:
     @classmethod
     def from_header(cls, h, arrays):
         return cls(name=h["name"], **_matmul_fields(h, arrays),
-                   weight_storage=h.get("weight_storage", "rom"), bit_serial=h.get("bit_serial", False),
-                   spram_pes=h.get("spram_pes"))
+                   weight_storage=h.get("weight_storage", "rom"), bit_serial=h.get("bit_serial", False))
 
 
 def _matmul_fields(h, arrays):
@@ -698,7 +678,6 @@ class Network:
                 fold = f"pe={layer.pe} simd={layer.simd}" if layer.pe else "folding unset"
                 extra = "".join([" products-table" if layer.products is not None else "",
                                  f" weights-in-{layer.weight_storage}" if layer.weight_storage != "rom" else "",
-                                 f" ({layer.spram_pes} PEs)" if layer.spram_pes is not None else "",
                                  " bit-serial" if layer.bit_serial else ""])
                 lines.append(f"  {layer.name}: dense {layer.in_features}->{layer.out_features} "
                              f"w={layer.weight_type} acc={layer.acc_type} out={layer.out_type} {fold}{extra}")

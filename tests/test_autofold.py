@@ -112,22 +112,3 @@ def test_bad_budgets(text, match):
     with pytest.raises(HwnetError, match=match):
         parse_budget(text, "ice40")
     assert parse_budget("lut4=5000,ebr=30,spram=4", "ice40") == Budget("ice40", 5000, 30, 4)
-
-
-def test_a_layer_split_between_spram_and_block_ram_when_whole_layers_are_slower():
-    # 256x256 binary weights are 16 block RAMs of ROM. With 12 or 16 block RAMs the whole layer could only
-    # stream (1024 words: 1024 cycles); split by PE, the weights that do not fit stream and the rest stay in ROMs
-    rng = np.random.default_rng(1)
-    net = ir.Network(input_type="bipolar", input_size=256, layers=[
-        ir.Dense(weights=rng.choice([-1, 1], size=(256, 256)), thresholds=rng.integers(-40, 40, size=(256, 1)),
-                 out_type="bipolar", name="big"),
-        ir.Dense(weights=rng.choice([-1, 1], size=(10, 256)), name="out")])
-    whole = auto_fold(net, parse_budget("lut4=5280,ebr=8,spram=4", "ice40"))
-    assert whole.plan.cycles_per_inference == 1024 and whole.network.layers[0].spram_pes is None
-    for ebr, cycles in [(12, 512), (16, 256)]:
-        budget = parse_budget(f"lut4=5280,ebr={ebr},spram=4", "ice40")
-        choice = auto_fold(net, budget)
-        big = choice.plan.stages[0]
-        assert choice.plan.cycles_per_inference == cycles and 1 <= big.streamed_pes < big.pe
-        assert choice.resources.ebr <= ebr and not budget.over(choice.resources)
-        assert any("SPRAM (PEs 0.." in line and "block RAM (the other" in line for line in choice.report)

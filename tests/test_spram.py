@@ -54,7 +54,7 @@ def test_streamer_refuses_bad_regions():
         SpramWeightStreamer(regions=[(0, SPRAM_DEPTH, 8), (SPRAM_DEPTH, 1, 8)])
 
 
-def _spram_network(seed, streamed, split=False):
+def _spram_network(seed, streamed):
     rng = np.random.default_rng(seed)
     sizes = [int(rng.choice([8, 12, 16])) for _ in range(3)]
     specs = random_layer_specs(rng, 3, logic_ok=[False] * 3)
@@ -69,14 +69,7 @@ def _spram_network(seed, streamed, split=False):
             pe, simd = max((p, s) for p in compiler._divisors(layer.out_features)
                            for s in compiler._divisors(layer.in_features) if p * s * bits <= SPRAM_WIDTH
                            and (layer.out_features // p) * (layer.in_features // s) <= 64)
-            spram_pes = None
-            if split:  # at least 2 PEs, some of them (at least one, not all) streamed, the others in ROMs
-                pe = min(p for p in compiler._divisors(layer.out_features) if p >= 2)
-                simd = max(s for s in compiler._divisors(layer.in_features) if s * bits <= SPRAM_WIDTH)
-                spram_pes = int(rng.integers(1, pe))
-                while spram_pes * simd * bits > SPRAM_WIDTH:
-                    spram_pes -= 1
-            layer = layer.replace(pe=pe, simd=simd, weight_storage="spram", spram_pes=spram_pes)
+            layer = layer.replace(pe=pe, simd=simd, weight_storage="spram")
         layers.append(layer)
     return net.replace_layers(layers), rng
 
@@ -94,29 +87,6 @@ def test_networks_with_weights_in_spram_with_stalls(seed):
     got, _, _ = run_plan(NetworkTop(plan=plan), plan, x, rng=seed, valid_prob=float(rng.uniform(0.4, 1.0)),
                          ready_prob=float(rng.uniform(0.3, 1.0)))
     assert_equal_vectors(got, golden.execute(net, x))
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_layers_split_between_spram_and_rom_by_pe_with_stalls(seed, tmp_path):
-    streamed = [[0], [1, 2], [0, 2], [0, 1, 2]][seed]
-    net, rng = _spram_network(seed + 970, streamed, split=True)
-    plan = compiler.plan(net)
-    for stage in plan.streamed_stages:
-        assert 1 <= stage.streamed_pes < stage.pe
-        assert stage.word_bits == stage.streamed_pes * stage.simd * stage.lane_bits
-        assert stage.memory_bits == stage.weight_bits // stage.pe * (stage.pe - stage.streamed_pes) + \
-            stage.threshold_bits
-        width = stage.simd * stage.lane_bits
-        assert stage.spram_words() == [sum(stage.weight_words[p][a] << (p * width) for p in range(stage.streamed_pes))
-                                       for a in range(stage.depth)]
-    x = random_inputs(rng, net, 4)
-    got, _, _ = run_plan(NetworkTop(plan=plan), plan, x, rng=seed, valid_prob=float(rng.uniform(0.4, 1.0)),
-                         ready_prob=float(rng.uniform(0.3, 1.0)))
-    assert_equal_vectors(got, golden.execute(net, x))
-    # the IR file keeps the split
-    ir.save(net, tmp_path / "split.npz")
-    assert [layer.spram_pes for layer in ir.load(tmp_path / "split.npz").dense_layers()] == \
-        [layer.spram_pes for layer in net.dense_layers()]
 
 
 @pytest.mark.parametrize("streamed", [[0], [0, 2], [0, 1, 2]])
@@ -139,21 +109,9 @@ def test_spram_errors_are_one_line():
     w = rng.choice([-1, 1], size=(8, 128))
     wide = ir.Network(input_type="bipolar", input_size=128, layers=[
         ir.Dense(weights=w, pe=1, simd=128, weight_storage="spram", name="fc")])
-    with pytest.raises(HwnetError, match=r"^layer 'fc': its streamed weights take 128 bits per cycle \(streamed PEs "
-                                         r"\* simd \* weight bits = 1 \* 128 \* 1\) but the SPRAM pool gives 64; "
-                                         r"fold it further"):
+    with pytest.raises(HwnetError, match=r"^layer 'fc': its weights take 128 bits per cycle \(pe \* simd \* weight "
+                                         r"bits = 1 \* 128 \* 1\) but the SPRAM pool gives 64; fold it further"):
         compiler.plan(wide)
-    split = ir.Network(input_type="bipolar", input_size=128, layers=[
-        ir.Dense(weights=w, pe=4, simd=32, weight_storage="spram", spram_pes=3, name="fc")])
-    with pytest.raises(HwnetError, match=r"^layer 'fc': its streamed weights take 96 bits per cycle \(streamed PEs "
-                                         r"\* simd \* weight bits = 3 \* 32 \* 1\).* or stream fewer PEs"):
-        compiler.plan(split)
-    for bad, message in [(dict(spram_pes=5), r"spram_pes=5 is more than its pe=4 processing elements"),
-                         (dict(spram_pes=0), r"spram_pes must be a positive integer, not 0"),
-                         (dict(spram_pes=2, weight_storage="rom"),
-                          r"spram_pes is for weights streamed from SPRAM \(weight_storage='spram'\), not 'rom'")]:
-        with pytest.raises(HwnetError, match=r"^layer 'fc': " + message + "$"):
-            ir.Dense(**{**dict(weights=w, pe=4, simd=32, weight_storage="spram", name="fc"), **bad})
     big = ir.Network(input_type="bipolar", input_size=2048, layers=[
         ir.Dense(weights=np.ones((16, 2048), int), pe=1, simd=1, weight_storage="spram", name="fc")])
     with pytest.raises(HwnetError, match=r"^the weights streamed from SPRAM need 32768 words but the pool holds "

@@ -76,8 +76,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         Input vectors, ``stage.sf`` beats each, ``simd`` lanes of ``in_type`` codes per beat. The incoming
         ``last`` is ignored: the unit knows its vector length.
     w : ``In(stream.Signature(unsigned(stage.word_bits)))``, only when ``stage.streamed``
-        The weight words (of the ``stage.streamed_pes`` first PEs, side by side; the other PEs read their ROMs)
-        in memory order, one taken with every issued beat, from the
+        The weight words (every PE's side by side) in memory order, one taken with every issued beat, from the
         :class:`~hwnet.gateware.spram.SpramWeightStreamer`; the unit waits for it like for its input.
     o : ``Out(stream.Signature(beat_layout(stage.pe, stage.out_type.bits)))``
         Output vectors, ``stage.nf`` beats each, ``pe`` lanes of ``stage.out_type`` per beat; ``last`` is set
@@ -209,7 +208,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
                                       weights=s.weight_words[p][0] if s.weights_in_logic else None)
             m.submodules[f"pe{p}"] = unit
             lane_bits = s.simd * s.lane_bits
-            if p < s.streamed_pes:
+            if s.streamed:
                 m.d.comb += unit.w.eq(w_word[p * lane_bits:(p + 1) * lane_bits])
             elif not s.weights_in_logic:
                 wmem = Memory(shape=unsigned(s.simd * s.lane_bits), depth=s.depth, init=list(s.weight_words[p]))
