@@ -42,8 +42,8 @@ When auto_fold finds nothing that fits (as for SFC while hwnet.estimate counted 
 RAM) the design is reported as such, and an iCE40UP design is also built by hand the way the SPRAM search folds it
 (``--no-fallback`` turns that off): the largest dense layers stream from SPRAM, each at the widest folding whose
 weights for one cycle fit the pool's 64-bit word, until the others fit the block RAMs; the others are folded to
-the pool's words per inference. That row is labelled as hand-folded. (For SFC it is the same folding auto_fold
-chooses now.)
+the pool's words per inference. That row is labelled as hand-folded. (For SFC it is the folding auto_fold chose
+before it could split a layer between SPRAM and block RAM.)
 
 Results are cached by content (hwnet.synth for yosys/nextpnr, hwnet.sim for Verilog and Verilator builds; a
 failed place-and-route and its packing under ``<hwnet cache>/bench-roofline/``), so a rerun takes a couple of
@@ -495,9 +495,17 @@ def _folding(plan):
     out = []
     for s in plan.stages:
         if isinstance(s, compiler.DenseStage):
-            where = "SPRAM" if s.streamed else "logic" if s.weights_in_logic else "EBR"
-            out.append({"layer": s.name, "pe": s.pe, "simd": s.simd, "cycles": s.cycles, "weights": where})
+            where = ("logic" if s.weights_in_logic else "EBR" if not s.streamed else "SPRAM" if s.spram_pes == s.pe
+                     else "SPRAM+EBR")
+            out.append({"layer": s.name, "pe": s.pe, "simd": s.simd, "cycles": s.cycles, "weights": where,
+                        "spram_pes": s.spram_pes})
     return out
+
+
+def _streamed_text(plan):
+    """What streams from SPRAM: ``fc0 (whole), 1 of fc1's 2 PEs``."""
+    return ", ".join(f"{s.name} (whole)" if s.spram_pes == s.pe else f"{s.spram_pes} of {s.name}'s {s.pe} PEs"
+                     for s in plan.streamed_stages)
 
 
 def bench_design(key, *, vectors, pnr, fallback, fill=None):
@@ -552,7 +560,8 @@ def bench_design(key, *, vectors, pnr, fallback, fill=None):
     r["limited_by"] = [s.name for s in plan.stages if s.cycles == plan.cycles_per_inference] + (
         ["the SPRAM pool"] if plan.spram_words == plan.cycles_per_inference else [])
     r["streamed_layers"] = [s.name for s in plan.streamed_stages]
-    r["streamed_bits"] = sum(s.weight_bits for s in plan.streamed_stages)
+    r["streamed_text"] = _streamed_text(plan)
+    r["streamed_bits"] = sum(s.spram_bits * s.vectors for s in plan.streamed_stages)
     if pnr:
         try:
             r["pnr"] = place(plan, part, budget)
@@ -595,10 +604,14 @@ def verdict(r):
                  f"at any folding ({roof['floor_why']}), while the weights could be read in {ca}.")
     elif r["streamed_layers"]:
         need = max(0, roof["weight_bits"] - roof["ebr_capacity_bits"])
-        text += (f" Bound by {limit}: whole layers stream from SPRAM ({', '.join(r['streamed_layers'])}: "
-                 f"{r['streamed_bits']:,} bits, {r['spram_words']:,} words of {compiler.SPRAM_WIDTH} bits per "
-                 f"inference), where the capacity-aware bound moves only weight bits - EBR capacity = {need:,} "
-                 f"there ({r['streamed_bits'] / need:.2f}x as many). The DESIGN.md figure ({dm}) assumes block RAM "
+        streamed = r.get("streamed_text") or ", ".join(r["streamed_layers"])
+        kept = roof["weight_bits"] - r["streamed_bits"]
+        text += (f" Bound by {limit}: {streamed} stream from SPRAM ({r['streamed_bits']:,} bits, "
+                 f"{r['spram_words']:,} words of {compiler.SPRAM_WIDTH} bits per inference), where the "
+                 f"capacity-aware bound moves only weight bits - EBR capacity = {need:,} there "
+                 f"({r['streamed_bits'] / need:.2f}x as many): the block RAMs keep {kept:,} weight bits of their "
+                 f"{roof['ebr_capacity_bits']:,}, the rest of them going to input buffers, queues, thresholds and "
+                 f"ROMs not filled to the brim. The DESIGN.md figure ({dm}) assumes block RAM "
                  f"and SPRAM both busy every cycle, which would need {dm * roof['ebr_bits_per_cycle']:,} weight bits "
                  f"in block RAM; it holds {roof['ebr_capacity_bits']:,}.")
     else:
@@ -616,7 +629,8 @@ def verdict(r):
 
 def markdown(results, args, seconds):
     lines = []
-    lines.append("| design | part | folding (pe x simd per dense layer; S = weights in SPRAM) | planned | measured "
+    lines.append("| design | part | folding (pe x simd per dense layer; S = weights in SPRAM, Sk = k PEs' weights "
+                 "in SPRAM, the others' in EBR) | planned | measured "
                  "(later half) | DESIGN.md roofline | capacity-aware roofline | architecture floor | measured / "
                  "DESIGN.md | measured / capacity-aware | mismatches |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -627,7 +641,8 @@ def markdown(results, args, seconds):
             lines.append(f"| {name} | {r['board']} | auto_fold: nothing fits | - | - | {roof['design_md']} | "
                          f"{roof['capacity_aware']} | {roof['architecture_floor']} | - | - | - |")
             continue
-        fold = ", ".join(f"{f['layer']} {f['pe']}x{f['simd']}{' S' if f['weights'] == 'SPRAM' else ''}"
+        marks = {"SPRAM": lambda f: " S", "SPRAM+EBR": lambda f: f" S{f['spram_pes']}"}
+        fold = ", ".join(f"{f['layer']} {f['pe']}x{f['simd']}" + marks.get(f["weights"], lambda f: "")(f)
                          for f in r["folding"])
         s = r["sim"]
         m = s["interval"]
@@ -728,7 +743,7 @@ def plot(results, path):
                      padding=2)
     ax.set_xticks(xs, labels, fontsize=8)
     ax.set_yscale("log")
-    top = max(max(v for v in values if v == v) for _, values in series)
+    top = max(v for _, values in series for v in values if v == v)  # some series may be all NaN (no floor)
     ax.set_ylim(top=top * 4)
     ax.set_ylabel("cycles per inference")
     ax.set_title("Auto-folded designs: cycles per inference against the weight-bandwidth roofline", fontsize=10)

@@ -2,28 +2,35 @@
 
 Given a network and a :class:`Budget` (a board from :data:`BOARDS`, or explicit LUT4 / block RAM / SPRAM counts
 on a family), :func:`auto_fold` chooses each dense and convolution layer's PE/SIMD and where its weights live
-(block-RAM ROM or, on an iCE40UP, the SPRAM pool) to minimize the cycles per inference, and reports the choice.
-Layers the network already folds keep their folding and storage.
+(block-RAM ROM or, on an iCE40UP, the SPRAM pool, for some or all of a layer's PEs) to minimize the cycles per
+inference, and reports the choice. Layers the network already folds keep their folding and storage; a dense
+layer it folds gets the storage the search chooses (weights in logic stay in logic).
 
 The search, with :mod:`hwnet.estimate` as the cost model (no synthesis):
 
-1. Candidate intervals ``T``: every cycle count a foldable layer can take, ascending (fastest first).
-2. For one ``T`` every layer gets, independently, the cheapest folding that reaches ``T``: among the PE counts,
-   each with the smallest SIMD that reaches ``T``, the one whose estimated matrix-vector unit costs least, counting
-   a block RAM as :data:`EBR_IN_LUTS` LUT4s (a fixed exchange rate per family, about a typical part's LUT4 per
-   block RAM). So every layer is balanced to ``T``, and a wide-and-shallow weight ROM that would waste block RAMs
-   loses to a folding that fills them.
+1. Candidate intervals ``T``: every cycle count a foldable layer can take, and every count of SPRAM words per
+   inference a choice of step 3 can take, ascending (fastest first).
+2. For one ``T`` each layer has a few foldings that reach ``T``: the PE counts, each with the smallest SIMD that
+   reaches ``T`` (weights in block RAM). By themselves the layers would each take the one whose estimated
+   matrix-vector unit costs least, counting a block RAM as :data:`EBR_IN_LUTS` LUT4s (a fixed exchange rate per
+   family, about a typical part's LUT4 per block RAM): every layer balanced to ``T``, and a wide-and-shallow
+   weight ROM that would waste block RAMs loses to a folding that fills them. That combination is tried first;
+   then the others on the frontier of block RAMs against logic (for each count of block RAMs, the combination
+   with the least logic), cheapest at the exchange rate first, for a budget short of one and rich in the other.
 3. On a family with SPRAM and a budget that has it, the layers whose weights could stream from the pool are tried
-   there too: none, then the largest, then the two largest, and so on (a streamed layer's weights for one cycle
-   must fit the pool's 64-bit word, and the pool reads one word per cycle for all of them, so their words per
-   inference must not exceed ``T``).
-4. The first ``T`` (and the first SPRAM choice for it) whose whole design, estimated with every block, fits the
+   there too, each choice with every combination of step 2: none; then the largest layers streamed whole (the
+   largest, the two largest, ...), each at its fewest words (the widest folding whose weights for one cycle fit
+   the pool's 64-bit word); and, before the next largest joins them, each other layer split by PE beside them
+   (:attr:`hwnet.ir.Dense.spram_pes`): some of its PEs stream, as many as the word holds, the others keep their
+   ROMs, at a folding (per count of words, the fewest PEs) whose words fit the pool's words left. The pool reads
+   one word per cycle for all streamed layers, so their words per inference must not exceed ``T``.
+4. The first ``T`` (and the first candidate for it) whose whole design, estimated with every block, fits the
    budget wins. With a throughput goal (``target_cycles``), the search stops at the slowest ``T`` meeting it: the
    cheapest design that is fast enough.
 
-Every choice for a given ``T`` is independent of the budget, and fitting is monotone in the budget, so a larger
-budget never gives a slower design. LUT4 and flip-flop budgets are filled only to :attr:`Budget.fill` (85% by
-default): the estimate's error (docs/benchmarks.md) and placement need the margin. When nothing fits, not even
+The candidates for a given ``T``, and their order, are independent of the budget, and fitting is monotone in the
+budget, so a larger budget never gives a slower design. LUT4 and flip-flop budgets are filled only to
+:attr:`Budget.fill` (85% by default): the estimate's error (docs/benchmarks.md) and placement need the margin. When nothing fits, not even
 the slowest folding, :func:`auto_fold` raises :class:`~hwnet.errors.HwnetError` with what the smallest design
 needs and what the budget has.
 """
@@ -187,83 +194,131 @@ class _Search:
         self.network, self.budget, self.family = network, budget, budget.family
         self.rate = EBR_IN_LUTS[budget.family]
         self._stages = {}
+        self._menus = {}
+        self._measured = {}
 
-    def stage(self, index, pe, simd, streamed):
-        """The dense stage of layer ``index`` at a folding (built once)."""
-        key = (index, pe, simd, streamed)
+    def stage(self, index, pe, simd, spram_pes=0):
+        """``(stage, resources)``: the dense stage of layer ``index`` at a folding, its first ``spram_pes`` PEs
+        streaming from SPRAM, and its estimate (built once)."""
+        key = (index, pe, simd, spram_pes)
         if key not in self._stages:
             layer = self.network.layers[index]
-            dense = _matmul(layer).replace(pe=pe, simd=simd, weight_storage="rom")
+            dense = _matmul(layer).replace(pe=pe, simd=simd, weight_storage="rom", spram_pes=None)
             dense.bind(layer.in_type, dense.in_features)
-            stage = compiler._dense_stage(dense)
+            stage = replace(compiler._dense_stage(dense), spram_pes=spram_pes)
             if isinstance(layer, Conv2d):
                 oh, ow, _ = layer.out_shape
                 stage = replace(stage, vectors=oh * ow)
-            if streamed:
-                stage = replace(stage, spram_base=0)
-            resources = self.estimate.dense_stage(stage, self.family)
-            self._stages[key] = (stage, resources, self.budget.logic(resources) + self.rate * resources.ebr)
+            self._stages[key] = (stage, self.estimate.dense_stage(stage, self.family))
         return self._stages[key]
 
-    def options(self, index, target, streamed):
-        """``(cost, pe, simd, stage, resources)`` of the foldings of layer ``index`` to choose from at ``target``
-        cycles: per PE count the smallest SIMD that reaches it; streamed from SPRAM, the foldings with the fewest
-        words (the widest that fit the pool's word), since the pool reads one word per cycle for every streamed
-        layer."""
+    def _lane_bits(self, index):
+        dense = _matmul(self.network.layers[index])
+        return 1 if dense.bit_serial else dense.weight_type.bits
+
+    def options(self, index, target, storage="rom", room=None):
+        """``(pe, simd, spram_pes)`` of the foldings of layer ``index`` to choose from at ``target`` cycles, by
+        where its weights live: ``"rom"``, per PE count the smallest SIMD that reaches ``target``; ``"spram"``
+        (streamed whole), the foldings with the fewest words (the widest that fit the pool's word), since the pool
+        reads one word per cycle for every streamed layer; ``"split"``, the foldings of :meth:`split_menu` that
+        reach ``target`` in at most ``room`` words."""
         layer = self.network.layers[index]
         dense = _matmul(layer)
-        if streamed:
-            bits = 1 if dense.bit_serial else dense.weight_type.bits
+        if storage == "split":
+            return [fold for words, fold in self.split_menu(index) if words <= min(target, room)]
+        if storage == "spram":
+            bits = self._lane_bits(index)
             fits = [(pe, simd) for pe in compiler._divisors(dense.out_features)
                     for simd in compiler._divisors(dense.in_features) if pe * simd * bits <= compiler.SPRAM_WIDTH]
             fewest = min(_cycles(layer, pe, simd) for pe, simd in fits)
-            pairs = [(pe, simd) for pe, simd in fits if _cycles(layer, pe, simd) == fewest <= target]
-        else:
-            pairs = []
-            for pe in compiler._divisors(dense.out_features):
-                simd = next((d for d in compiler._divisors(dense.in_features) if _cycles(layer, pe, d) <= target),
-                            None)
-                if simd is not None:
-                    pairs.append((pe, simd))
-        return [(cost, pe, simd, stage, resources) for pe, simd in pairs
-                for stage, resources, cost in [self.stage(index, pe, simd, streamed)]]
+            return [(pe, simd, pe) for pe, simd in fits if _cycles(layer, pe, simd) == fewest <= target]
+        pairs = []
+        for pe in compiler._divisors(dense.out_features):
+            simd = next((d for d in compiler._divisors(dense.in_features) if _cycles(layer, pe, d) <= target), None)
+            if simd is not None:
+                pairs.append((pe, simd, 0))
+        return pairs
 
-    def spram_words(self, spram):
-        """Words per inference of the layers in ``spram``, each folded to its fewest words."""
-        total = 0
-        for index in spram:
-            options = self.options(index, float("inf"), True)
-            total += options[0][3].depth
-        return total
+    def split_menu(self, index):
+        """``[(words, (pe, simd, spram_pes))]``, ascending: the foldings of dense layer ``index`` split by PE
+        between SPRAM and block RAM, one per count of words per inference (its cycles): the fewest PEs that
+        leave some in block RAM, and as many of them streaming as the pool's word holds (``spram_pes * simd *
+        weight bits <= 64``)."""
+        if index not in self._menus:
+            layer = self.network.layers[index]
+            bits = self._lane_bits(index)
+            menu = {}
+            for pe in reversed(compiler._divisors(layer.out_features)):
+                for simd in compiler._divisors(layer.in_features):
+                    k = min(pe, compiler.SPRAM_WIDTH // (simd * bits))
+                    if 0 < k < pe:
+                        menu[_cycles(layer, pe, simd)] = (pe, simd, k)
+            self._menus[index] = sorted(menu.items())
+        return self._menus[index]
 
-    def design(self, target, spram):
-        """``(network, units)``: the network folded for ``target`` with the layers in ``spram`` streamed, and the
-        estimated resources of its matrix-vector units alone (a lower bound of the design's); None if some layer
+    def spram_words(self, whole):
+        """Words per inference of the layers in ``whole``, each streamed whole at its fewest words."""
+        return sum(_cycles(self.network.layers[index], *self.options(index, float("inf"), "spram")[0][:2])
+                   for index in whole)
+
+    def designs(self, target, spram):
+        """The candidate designs for ``target`` with the SPRAM choice ``spram`` (``(whole, split)``: the layers
+        streamed whole, and the layer split by PE or None), as ``(units, folded)``: the estimated resources of
+        its matrix-vector units alone (a lower bound of the design's), and a function giving the network
+        folded (built only when asked for, since most candidates fail on their units alone). Each layer takes
+        one of its :meth:`options`; of all the combinations, those on the frontier of block RAMs against logic
+        (the least logic for each count of block RAMs), the cheapest at the exchange rate (a block RAM worth
+        :data:`EBR_IN_LUTS` LUT4s: every layer at its own cheapest) first. None (an empty list) if some layer
         cannot reach ``target`` that way."""
-        layers = list(self.network.layers)
-        words = 0
-        units = self.estimate.Resources(self.family)
-        for index, layer in enumerate(layers):
+        whole, split = spram
+        room = min(target, compiler.SPRAM_DEPTH) - self.spram_words(whole)
+        if room < 0:
+            return []
+        frontier = {0: (0.0, ())}   # block RAMs -> (least logic, the options taken)
+        for index, layer in enumerate(self.network.layers):
             if not _foldable(layer):
                 continue
-            options = self.options(index, target, index in spram)
+            storage = "spram" if index in whole else "split" if index == split else "rom"
+            options = [(fold, self.stage(index, *fold)[1]) for fold in self.options(index, target, storage, room)]
             if not options:
-                return None
-            _, pe, simd, stage, resources = min(options, key=lambda o: (o[0], o[1] * o[2], o[1]))
-            units = units + resources
-            words += stage.depth if index in spram else 0
+                return []
+            grown = {}
+            for ebr, (logic, taken) in frontier.items():
+                for fold, res in options:
+                    key, value = ebr + res.ebr, (logic + self.budget.logic(res), taken + ((index, fold, res),))
+                    if key not in grown or value[0] < grown[key][0]:
+                        grown[key] = value
+            frontier = {}
+            for ebr in sorted(grown):   # drop a combination with more block RAMs and no less logic
+                if not frontier or grown[ebr][0] < min(logic for logic, _ in frontier.values()):
+                    frontier[ebr] = grown[ebr]
+        out = []
+        for ebr, (logic, taken) in sorted(frontier.items(), key=lambda e: (e[1][0] + self.rate * e[0], e[0])):
+            units = self.estimate.Resources(self.family)
+            for _, _, res in taken:
+                units = units + res
+            out.append((units, lambda taken=taken: self._folded(taken)))
+        return out
+
+    def _folded(self, taken):
+        """The network with the foldings ``taken`` (``(index, (pe, simd, spram_pes), resources)`` per layer)."""
+        layers = list(self.network.layers)
+        for index, (pe, simd, k), _ in taken:
             changes = dict(pe=pe, simd=simd)
-            if index in spram:
-                changes["weight_storage"] = "spram"
-            layers[index] = layer.replace(**changes)
-        if words > min(target, compiler.SPRAM_DEPTH):
-            return None
-        return self.network.replace_layers(layers), units
+            if isinstance(layers[index], Dense) and layers[index].weight_storage != "logic":
+                changes.update(weight_storage="spram" if k else "rom", spram_pes=k if 0 < k < pe else None)
+            layers[index] = layers[index].replace(**changes)
+        return self.network.replace_layers(layers)
 
     def measure(self, network):
-        plan = compiler.plan(network)
-        total, _ = self.estimate.estimate_design(plan, self.family)
-        return plan, total
+        """``(plan, resources)`` of the whole design (estimated once per folding)."""
+        key = tuple((layer.pe, layer.simd, getattr(layer, "weight_storage", None), getattr(layer, "spram_pes", None))
+                    for layer in network.layers if isinstance(layer, (Dense, Conv2d)))
+        if key not in self._measured:
+            plan = compiler.plan(network)
+            total, _ = self.estimate.estimate_design(plan, self.family)
+            self._measured[key] = (plan, total)
+        return self._measured[key]
 
 
 def _targets(network):
@@ -297,24 +352,28 @@ def auto_fold(network, budget, *, target_cycles=None, progress=None):
     streamable = []
     if budget.spram and budget.family == "ice40":
         weights = [(i, layer.weights.size * layer.weight_type.bits) for i, layer in enumerate(network.layers)
-                   if isinstance(layer, Dense) and _foldable(layer)]
+                   if isinstance(layer, Dense) and _foldable(layer) and layer.weight_storage != "logic"]
         streamable = [i for i, _ in sorted(weights, key=lambda w: -w[1])]
-    spram_sets = [frozenset(streamable[:k]) for k in range(len(streamable) + 1)]
-    if target_cycles is None:  # the SPRAM pool's own bound of each set is a candidate interval too
-        targets = sorted(set(targets) | {search.spram_words(s) for s in spram_sets[1:]})
+    # (whole, split): the largest layers streamed whole, then, before the next largest joins them, each other
+    # layer split by PE beside them
+    spram_sets = [(frozenset(), None)]
+    for k in range(len(streamable)):
+        whole = frozenset(streamable[:k])
+        spram_sets += [(whole, split) for split in streamable[k:]] + [(whole | {streamable[k]}, None)]
+    if target_cycles is None:  # the SPRAM pool's own bound of each choice is a candidate interval too
+        pool = {search.spram_words(whole) + words for whole, split in spram_sets[1:]
+                for words in ([0] if split is None else [w for w, _ in search.split_menu(split)])}
+        targets = sorted(set(targets) | {t for t in pool if t <= compiler.SPRAM_DEPTH})
 
     rejected = []  # (target, reason) of faster targets that did not fit
     for target in targets:
         reasons = []
-        for spram in spram_sets:
-            found = search.design(target, spram)
-            if found is None:
-                continue
-            folded, units = found
+        for units, folding in (d for spram in spram_sets for d in search.designs(target, spram)):
             over = budget.over(units)  # the units alone already too big: no need to plan the whole design
             if over:
                 reasons.append(over)
                 continue
+            folded = folding()
             plan, total = search.measure(folded)
             over = budget.over(total)
             if not over:
@@ -327,10 +386,10 @@ def auto_fold(network, budget, *, target_cycles=None, progress=None):
         if progress is not None:
             progress(f"{target} cycles per inference does not fit {budget.name}"
                      + (f" ({reasons[0]})" if reasons else ""))
-    smallest = search.design(targets[-1], spram_sets[-1]) or search.design(targets[-1], frozenset())
+    smallest = search.designs(targets[-1], spram_sets[-1]) or search.designs(targets[-1], spram_sets[0])
     need = ""
-    if smallest is not None:
-        _, total = search.measure(smallest[0])
+    if smallest:
+        _, total = search.measure(smallest[0][1]())
         need = (f"; the most folded design needs about {round(total.lut4_equivalent)} LUT4, {round(total.ff)} "
                 f"flip-flops, {total.ebr} block RAMs" + (f", {total.spram} SPRAMs" if total.spram else ""))
     goal = f" at {target_cycles} cycles per inference" if target_cycles is not None else ""
@@ -346,7 +405,9 @@ def _report(plan, total, budget, target_cycles, rejected):
              + (f", {total.spram} SPRAMs" if total.spram else "")]
     for stage in plan.stages:
         if isinstance(stage, compiler.DenseStage):
-            where = "SPRAM" if stage.streamed else "logic" if stage.weights_in_logic else "block RAM"
+            where = ("logic" if stage.weights_in_logic else "block RAM" if not stage.streamed else "SPRAM"
+                     if stage.spram_pes == stage.pe else f"SPRAM (PEs 0..{stage.spram_pes - 1}) and block RAM "
+                     f"(PEs {stage.spram_pes}..{stage.pe - 1})")
             lines.append(f"  {stage.name}: pe={stage.pe} simd={stage.simd}, {stage.cycles} cycles, weights in "
                          f"{where}")
     limit = [s.name for s in plan.stages if s.cycles == plan.cycles_per_inference]

@@ -116,6 +116,18 @@ def _names(text):
     return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
+def _spram_layers(text):
+    """``--spram`` items -> {layer: PEs streaming (None: every PE)}: ``LAYER`` or ``LAYER:PES``."""
+    layers = {}
+    for item in _names(text):
+        name, sep, pes = (v.strip() for v in item.partition(":"))
+        if not name or (sep and not pes.isdigit()):
+            raise HwnetError(f"--spram items must be LAYER or LAYER:PES (how many of its PEs stream, e.g. "
+                             f"fc0,fc1:4), got {item!r}")
+        layers[name] = int(pes) if sep else None
+    return layers
+
+
 def _compile(args):
     from .compiler import set_hardware_choices
     from .flow import compile_design, load_model
@@ -128,7 +140,7 @@ def _compile(args):
         from .autofold import parse_budget
         budget = parse_budget(args.budget, args.family)
     network = set_hardware_choices(load_model(args.model), weights_in_logic=_names(args.weights_in_logic),
-                                   bit_serial=_names(args.bit_serial), spram=_names(args.spram))
+                                   bit_serial=_names(args.bit_serial), spram=_spram_layers(args.spram))
     t0 = time.monotonic()
     plan = compile_design(network, args.out, target_cycles=args.target_cycles, force=args.force,
                           synth=not args.no_synth, progress=_say, budget=budget)
@@ -220,7 +232,7 @@ def build_parser():
     c.add_argument("--family", default="ice40", choices=("ice40", "ecp5"), help="FPGA family of --budget")
     c.add_argument("--spram", metavar="LAYERS", default=None,
                    help="comma-separated dense layers whose weights stream from the iCE40UP's SPRAM (loaded at "
-                        "start-up)")
+                        "start-up); LAYER:N streams only N of the layer's PEs, the others keep block RAM")
     c.add_argument("--force", action="store_true", help="replace --out if it exists")
     c.add_argument("--weights-in-logic", metavar="LAYERS", default=None,
                    help="comma-separated dense layers to unroll fully with their weights as constants in the "

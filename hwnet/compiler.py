@@ -10,6 +10,9 @@ PE ``p`` computes row ``nf * pe + p``. PE ``p``'s weight memory has depth ``NF *
 at bits ``[j * wbits, (j + 1) * wbits)``. Stream beats carry lanes the same way: beat ``sf`` of an input vector holds
 elements ``sf * simd + j``; output beat ``nf`` holds rows ``nf * pe + p``. A bit-serial layer stores its ``k``
 weight bit planes one after another: the word at ``(nf * SF + sf) * k + b`` holds bit ``b`` of each weight code.
+A layer whose weights stream from the SPRAM pool has the same per-PE images; its streamed PEs (the first
+``spram_pes``, all or some) read them from the pool, their words of one address side by side in one pool word
+(:meth:`DenseStage.spram_words`), and the other PEs keep their ROMs.
 
 Hardware number space (:class:`Arithmetic`): every processing element adds unsigned per-lane terms
 ``term(w, x) = prod(w, r) + offset(w)`` where ``r`` is the input's rank among its type's values (its wire code
@@ -20,6 +23,7 @@ thresholds move into ``h`` space once, here, and the hardware never handles a si
 """
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -56,9 +60,12 @@ def _divisors(n):
 
 def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=(), spram=()):
     """A copy of ``network`` with the named dense layers' weights in logic (fully unrolled), the named
-    ``uint<k>``/``int<k>`` layers bit-serial and the named layers' weights streamed from SPRAM. Unknown names
-    are refused with the list of dense layers."""
+    ``uint<k>``/``int<k>`` layers bit-serial and the named layers' weights streamed from SPRAM. ``spram`` is a
+    sequence of names (every PE streams) or a mapping of names to the number of PEs that stream
+    (:attr:`hwnet.ir.Dense.spram_pes`; None: every PE). Unknown names are refused with the list of dense
+    layers."""
     dense = {layer.name: layer for layer in network.dense_layers()}
+    spram = dict(spram) if isinstance(spram, Mapping) else dict.fromkeys(spram)
     both = sorted(set(weights_in_logic) & set(spram))
     if both:
         raise HwnetError(f"layer {both[0]!r}: its weights cannot be both in logic and in SPRAM; choose one")
@@ -74,7 +81,7 @@ def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=(), spram=(
             if layer.name in weights_in_logic:
                 changes.update(pe=layer.out_features, simd=layer.in_features, weight_storage="logic")
             if layer.name in spram:
-                changes.update(weight_storage="spram")
+                changes.update(weight_storage="spram", spram_pes=spram[layer.name])
             layer = layer.replace(**changes)
         layers.append(layer)
     return network.replace_layers(layers)
@@ -85,7 +92,8 @@ def choose_folding(network, target_cycles=DEFAULT_TARGET_CYCLES):
     reach ``target_cycles`` per inference, preferring wide SIMD (one input word feeds every PE). A layer that
     cannot reach the target gets the fewest lanes that reach its own best (a convolution is also bound by its
     sliding window, which sends one beat of at most ``C`` elements per cycle: :func:`conv_cycles`). Layers with
-    weights in logic are unrolled fully. Layers with a folding keep it. Returns a new network."""
+    weights in logic are unrolled fully; a layer with only some PEs streaming from SPRAM (``spram_pes``) gets
+    at least that many PEs. Layers with a folding keep it. Returns a new network."""
     if isinstance(target_cycles, bool) or not isinstance(target_cycles, (int, np.integer)) or target_cycles < 1:
         raise HwnetError(f"target cycles must be a positive integer, got {target_cycles!r}")
     layers = []
@@ -94,7 +102,8 @@ def choose_folding(network, target_cycles=DEFAULT_TARGET_CYCLES):
             layer = layer.with_folding(layer.out_features, layer.in_features)
         elif isinstance(layer, (Dense, Conv2d)) and (layer.pe is None or layer.simd is None):
             dense = layer.matmul if isinstance(layer, Conv2d) else layer
-            pes = [layer.pe] if layer.pe else _divisors(dense.out_features)
+            fewest = (layer.spram_pes or 1) if isinstance(layer, Dense) else 1
+            pes = [layer.pe] if layer.pe else [d for d in _divisors(dense.out_features) if d >= fewest]
             simds = [layer.simd] if layer.simd else _divisors(dense.in_features)
             options = []
             for pe in pes:
@@ -348,10 +357,13 @@ class DenseStage:
         ``"parallel"`` (one comparator per threshold) or ``"binary"`` (a pipelined binary search).
     out_type : DataType
         Output element type: the thresholded type, or ``acc_type`` for a raw layer.
+    spram_pes : int
+        PEs ``0 .. spram_pes - 1`` take their weights from the SPRAM pool (:attr:`streamed`), the others from a
+        ROM each (a layer split by PE); 0: no SPRAM, a ROM per PE (or logic).
     spram_base : int or None
-        The weights are streamed from the SPRAM pool, :attr:`depth` words of :attr:`word_bits` from this address
-        (every PE's word of one address side by side, PE ``p`` at bits ``[p * simd * lane_bits, ...)``); None:
-        a ROM per PE (or logic).
+        The first word of the stage's region of the SPRAM pool (set by :func:`plan`): :attr:`depth` words of
+        :attr:`word_bits`, the streamed PEs' words of one address side by side, PE ``p`` at bits
+        ``[p * simd * lane_bits, (p + 1) * simd * lane_bits)``; None for a stage without streamed PEs.
     vectors : int
         Input vectors per inference: 1 for a dense layer, ``OH * OW`` patches for a convolution (whose output
         pixels then leave one after another, ``nf`` beats of ``pe`` channels each: NHWC).
@@ -375,6 +387,7 @@ class DenseStage:
     threshold_search: str
     raw: bool
     vectors: int = 1
+    spram_pes: int = 0
     spram_base: int = None
 
     @property
@@ -427,27 +440,37 @@ class DenseStage:
 
     @property
     def streamed(self):
-        """The weights come from the SPRAM pool."""
-        return self.spram_base is not None
+        """Some PEs' weights (:attr:`spram_pes`) come from the SPRAM pool."""
+        return self.spram_pes > 0
 
     @property
     def word_bits(self):
-        """Bits of all PEs' weights for one cycle: ``pe * simd * lane_bits``."""
-        return self.pe * self.simd * self.lane_bits
+        """Bits of the streamed PEs' weights for one cycle, one SPRAM word: ``spram_pes * simd * lane_bits``."""
+        return self.spram_pes * self.simd * self.lane_bits
+
+    @property
+    def spram_bits(self):
+        """Weight bits streamed from SPRAM per vector: ``depth * word_bits``."""
+        return self.depth * self.word_bits
+
+    @property
+    def rom_weight_bits(self):
+        """Weight bits in the ROMs of the PEs that do not stream (none for weights in logic)."""
+        return 0 if self.weights_in_logic else (self.pe - self.spram_pes) * self.depth * self.simd * self.lane_bits
 
     def spram_words(self):
-        """The layer's SPRAM image: per address, every PE's weight word side by side."""
+        """The layer's SPRAM image: per address, the streamed PEs' weight words side by side."""
         width = self.simd * self.lane_bits
-        return [sum(words[a] << (p * width) for p, words in enumerate(self.weight_words))
+        return [sum(words[a] << (p * width) for p, words in enumerate(self.weight_words[:self.spram_pes]))
                 for a in range(self.depth)]
 
     @property
     def memory_bits(self):
-        """Bits of ROM the stage needs: weights and thresholds; only thresholds when the weights stream from
-        SPRAM; none for a layer unrolled into logic (one word each: constants)."""
+        """Bits of ROM the stage needs: the weights of the PEs that do not stream from SPRAM, and the thresholds;
+        none for a layer unrolled into logic (one word each: constants)."""
         if self.weights_in_logic:
             return 0
-        return (0 if self.streamed else self.weight_bits) + self.threshold_bits
+        return self.rom_weight_bits + self.threshold_bits
 
     @property
     def lanes_in(self):
@@ -686,10 +709,8 @@ class DesignPlan:
                                "out_type": s.out_type.name, "acc_type": s.acc_type.name,
                                "acc_bits": s.acc_bits, "threshold_search": s.threshold_search if not s.raw else None,
                                "weight_bits": s.weight_bits, "threshold_bits": s.threshold_bits,
-                               "memory_bits": s.memory_bits,
-                               "weights": "logic" if s.weights_in_logic else
-                               f"SPRAM words {s.spram_base}..{s.spram_base + s.depth - 1} x {s.word_bits} bits"
-                               if s.streamed else f"{s.pe} x {s.depth} words x {s.simd * s.lane_bits} bits"})
+                               "memory_bits": s.memory_bits, "spram_pes": s.spram_pes,
+                               "weights": _weights_text(s)})
             elif isinstance(s, WindowStage):
                 g = s.geometry
                 stages.append({"name": s.name, "kind": "window", "in_shape": list(g.in_shape),
@@ -711,6 +732,20 @@ class DesignPlan:
                            "lanes": self.output_lanes, "beats": self.output_beats},
                 "cycles_per_inference": self.cycles_per_inference,
                 "memory_bits": self.memory_bits, "spram_words": self.spram_words, "stages": stages}
+
+
+def _weights_text(stage):
+    """Where a dense stage's weights live, for the summary: logic, SPRAM words, ROMs, or SPRAM and ROMs."""
+    s = stage
+    if s.weights_in_logic:
+        return "logic"
+    roms = f"{s.pe - s.spram_pes} x {s.depth} words x {s.simd * s.lane_bits} bits"
+    if not s.streamed:
+        return roms
+    spram = f"SPRAM words {s.spram_base}..{s.spram_base + s.depth - 1} x {s.word_bits} bits"
+    if s.spram_pes == s.pe:
+        return spram
+    return f"{spram} (PEs 0..{s.spram_pes - 1}), ROMs {roms} (PEs {s.spram_pes}..{s.pe - 1})"
 
 
 def _per_pe(values, pe, nf):
@@ -761,7 +796,7 @@ def _dense_stage(layer, threshold_search=None):
                       weight_words=_weight_images(layer, layer.planes),
                       weights_in_logic=layer.weight_storage == "logic", acc_bits=max(1, (h_max + 1).bit_length()),
                       biases=_per_pe(bias, pe, nf), thresholds=thresholds, threshold_search=threshold_search,
-                      raw=raw)
+                      raw=raw, spram_pes=layer.streamed_pes)
 
 
 def _threshold_stage(layer, lanes):
@@ -831,22 +866,22 @@ def plan(network, *, threshold_search=None):
             stages.append(_threshold_stage(layer, lanes))
         else:  # pragma: no cover - Network validates ops
             raise HwnetError(f"no hardware for layer {layer!r}")
-    stages = _allocate_spram(stages, network)
+    stages = _allocate_spram(stages)
     return DesignPlan(name=network.name, input_type=network.input_type, input_size=network.input_size,
                       stages=tuple(stages), network=network)
 
 
-def _allocate_spram(stages, network):
-    """Give each dense stage of a ``weight_storage="spram"`` layer its region of the SPRAM pool, in stream order;
-    refuse a word wider than the pool or a pool too small."""
-    spram = {layer.name for layer in network.layers if isinstance(layer, Dense) and layer.weight_storage == "spram"}
+def _allocate_spram(stages):
+    """Give each dense stage with PEs streaming from SPRAM (a ``weight_storage="spram"`` layer) its region of the
+    SPRAM pool, in stream order; refuse a word wider than the pool or a pool too small."""
     out, base = [], 0
     for stage in stages:
-        if isinstance(stage, DenseStage) and stage.name in spram:
+        if isinstance(stage, DenseStage) and stage.streamed:
             if stage.word_bits > SPRAM_WIDTH:
-                raise HwnetError(f"layer {stage.name!r}: its weights take {stage.word_bits} bits per cycle (pe * "
-                                 f"simd * weight bits = {stage.pe} * {stage.simd} * {stage.lane_bits}) but the "
-                                 f"SPRAM pool gives {SPRAM_WIDTH}; fold it further (smaller pe or simd)")
+                raise HwnetError(f"layer {stage.name!r}: its streamed weights take {stage.word_bits} bits per cycle "
+                                 f"(streamed PEs * simd * weight bits = {stage.spram_pes} * {stage.simd} * "
+                                 f"{stage.lane_bits}) but the SPRAM pool gives {SPRAM_WIDTH}; fold it further "
+                                 f"(smaller pe or simd) or stream fewer of its PEs (spram_pes)")
             stage = replace(stage, spram_base=base)
             base += stage.depth
         out.append(stage)

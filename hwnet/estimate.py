@@ -770,15 +770,17 @@ def _dense_features(stage, family, last_used=True):
         live = [p for p in range(pe) if any(0 < th <= _row_max(stage, p) for th in stage.thresholds[p][0])]
     _input_ranks(t, stage.arithmetic, stage.simd)
     rom_logic = False
-    if getattr(stage, "streamed", False):
-        t.add("reg", len(live) * stage.simd * stage.lane_bits)   # the word taken from the SPRAM stream
-    elif not stage.weights_in_logic:
+    spram_pes = getattr(stage, "spram_pes", 0)   # PEs 0 .. spram_pes - 1 stream from SPRAM, the others a ROM each
+    streamed = [p for p in live if p < spram_pes]
+    t.add("reg", len(streamed) * stage.simd * stage.lane_bits)   # their word taken from the SPRAM stream
+    if not stage.weights_in_logic:
         # a ROM column that feeds one lane function alone (XNOR) can merge with it into a wider LUT function
-        rom_logic = _rom_group(t, "weights", [stage.weight_words[p] for p in live], stage.simd * stage.lane_bits,
-                               family, "wrom1_lut" if stage.kind == "xnor" else "wrom_lut")
+        rom_logic = _rom_group(t, "weights", [stage.weight_words[p] for p in live if p >= spram_pes],
+                               stage.simd * stage.lane_bits, family,
+                               "wrom1_lut" if stage.kind == "xnor" else "wrom_lut")
     for p in live:
         const = stage.weight_words[p][0] if stage.weights_in_logic else None
-        sum_bits = _pe(t, stage.arithmetic, stage.simd, const, rom_logic)
+        sum_bits = _pe(t, stage.arithmetic, stage.simd, const, rom_logic and p >= spram_pes)
         t.add("reg", sum_bits + stage.acc_bits)
         t.adder(stage.acc_bits)
         if planes > 1:

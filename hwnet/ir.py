@@ -144,6 +144,10 @@ class Dense:
         Hardware choice: weights in block-RAM ROMs (folded), folded into the logic as constants, or streamed from
         the single-port RAMs of an iCE40UP (loaded at start-up; see :mod:`hwnet.gateware.spram`). ``"logic"``
         needs the layer fully unrolled (``pe = out_features``, ``simd = in_features``: one vector per cycle).
+    spram_pes : int or None
+        With ``weight_storage="spram"``: how many PEs stream their weights from SPRAM, PEs ``0 .. spram_pes - 1``;
+        the others keep their block-RAM ROM (a layer split between SPRAM and block RAM by PE). None: every PE
+        (the whole layer). From 1 to ``pe`` (``out_features`` while ``pe`` is unset).
     bit_serial : bool
         Hardware choice for ``uint<k>``/``int<k>`` weights: evaluate one weight bit plane per cycle (``k`` times
         the cycles, a ``k`` times narrower processing element) instead of all planes at once.
@@ -153,7 +157,7 @@ class Dense:
     op = "dense"
 
     def __init__(self, *, weights, weight_type="bipolar", thresholds=None, out_type=None, pe=None, simd=None,
-                 products=None, weight_storage="rom", bit_serial=False, name="dense"):
+                 products=None, weight_storage="rom", spram_pes=None, bit_serial=False, name="dense"):
         self.name = str(name)
         what = f"layer {self.name!r}"
         self.weight_type = parse_type(weight_type)
@@ -180,6 +184,7 @@ class Dense:
         if weight_storage not in WEIGHT_STORAGES:
             raise HwnetError(f"{what}: weight_storage must be 'rom', 'logic' or 'spram', not {weight_storage!r}")
         self.weight_storage = weight_storage
+        self.spram_pes = _spram_pes(spram_pes, weight_storage, self.pe, self.out_features, what)
         if weight_storage == "logic" and ((self.pe is not None and self.pe != self.out_features)
                                           or (self.simd is not None and self.simd != self.in_features)):
             raise HwnetError(f"{what}: weights in logic need the layer fully unrolled (pe={self.out_features}, "
@@ -249,6 +254,14 @@ class Dense:
         return self.weight_type.bits if self.bit_serial else 1
 
     @property
+    def streamed_pes(self):
+        """PEs whose weights stream from SPRAM (PEs ``0 .. streamed_pes - 1``): 0 unless ``weight_storage`` is
+        ``"spram"``, then ``spram_pes``, or every PE (``pe``; None while ``pe`` is unset)."""
+        if self.weight_storage != "spram":
+            return 0
+        return self.spram_pes if self.spram_pes is not None else self.pe
+
+    @property
     def cycles(self):
         """Cycles per input vector: (out_features / pe) * (in_features / simd) * planes."""
         if self.pe is None or self.simd is None:
@@ -259,8 +272,8 @@ class Dense:
         """A copy of this layer with some constructor arguments changed (validated like a new layer)."""
         args = dict(weights=self.weights, weight_type=self.weight_type, thresholds=self.thresholds,
                     out_type=self.out_type if self.thresholds is not None else None, pe=self.pe, simd=self.simd,
-                    products=self.products, weight_storage=self.weight_storage, bit_serial=self.bit_serial,
-                    name=self.name)
+                    products=self.products, weight_storage=self.weight_storage, spram_pes=self.spram_pes,
+                    bit_serial=self.bit_serial, name=self.name)
         args.update(changes)
         return Dense(**args)
 
@@ -287,6 +300,8 @@ class Dense:
         h["simd"] = self.simd
         if self.weight_storage != "rom":
             h["weight_storage"] = self.weight_storage
+        if self.spram_pes is not None:
+            h["spram_pes"] = self.spram_pes
         if self.bit_serial:
             h["bit_serial"] = True
         return h
@@ -294,7 +309,8 @@ class Dense:
     @classmethod
     def from_header(cls, h, arrays):
         return cls(name=h["name"], **_matmul_fields(h, arrays),
-                   weight_storage=h.get("weight_storage", "rom"), bit_serial=h.get("bit_serial", False))
+                   weight_storage=h.get("weight_storage", "rom"), spram_pes=h.get("spram_pes"),
+                   bit_serial=h.get("bit_serial", False))
 
 
 def _matmul_fields(h, arrays):
@@ -319,6 +335,21 @@ def _folding(value, what, size, size_name, where):
         raise HwnetError(f"{where}: {what}={value} does not divide {size_name}={size}; "
                          f"choose one of {divisors}")
     return value
+
+
+def _spram_pes(value, storage, pe, out_features, where):
+    """``spram_pes`` validated: None, or 1 to ``pe`` (``out_features`` while unfolded) PEs of a layer whose
+    weights stream from SPRAM."""
+    if value is None:
+        return None
+    if storage != "spram":
+        raise HwnetError(f"{where}: spram_pes is for a layer whose weights stream from SPRAM "
+                         f"(weight_storage='spram'), not {storage!r}")
+    most, of = (pe, f"pe={pe}") if pe is not None else (out_features, f"out_features={out_features}")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= most:
+        raise HwnetError(f"{where}: spram_pes must be a whole number of PEs from 1 to {most} ({of}), "
+                         f"got {value!r}")
+    return int(value)
 
 
 def _narrow_dtype(a):
@@ -678,6 +709,7 @@ class Network:
                 fold = f"pe={layer.pe} simd={layer.simd}" if layer.pe else "folding unset"
                 extra = "".join([" products-table" if layer.products is not None else "",
                                  f" weights-in-{layer.weight_storage}" if layer.weight_storage != "rom" else "",
+                                 f"({layer.spram_pes} PEs)" if layer.spram_pes is not None else "",
                                  " bit-serial" if layer.bit_serial else ""])
                 lines.append(f"  {layer.name}: dense {layer.in_features}->{layer.out_features} "
                              f"w={layer.weight_type} acc={layer.acc_type} out={layer.out_type} {fold}{extra}")

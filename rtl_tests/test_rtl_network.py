@@ -81,18 +81,20 @@ def test_random_cnns_bit_exact_with_stalls(seed):
             assert res.interval == plan.cycles_per_inference
 
 
-def test_weights_in_spram_bit_exact_with_stalls():
-    # two of three layers stream their weights from the SPRAM pool, loaded through the load port while the
-    # first inputs already arrive
+@pytest.mark.parametrize("streamed", [{"fc0": None, "fc2": None}, {"fc1": 3, "fc2": 2}])
+def test_weights_in_spram_bit_exact_with_stalls(streamed):
+    # two of three layers stream their weights from the SPRAM pool, whole or only some PEs (3 of fc1's 4, 2 of
+    # fc2's 5; the others read block RAM), loaded through the load port while the first inputs already arrive
     rng = np.random.default_rng(31)
     w = [rng.choice([-1, 1], size=(16, 32)), rng.choice([-1, 1], size=(16, 16)), rng.choice([-1, 1], size=(5, 16))]
     net = ir.Network(input_type="uint4", input_size=32, name="spram", layers=[
         ir.MultiThreshold(thresholds=[[8]], out_type="bipolar", name="bin"),
         ir.Dense(weights=w[0], thresholds=rng.integers(-6, 7, size=(16, 1)), out_type="bipolar", pe=2, simd=16,
-                 weight_storage="spram", name="fc0"),
+                 name="fc0"),
         ir.Dense(weights=w[1], thresholds=rng.integers(-4, 5, size=(16, 1)), out_type="bipolar", pe=4, simd=4,
                  name="fc1"),
-        ir.Dense(weights=w[2], pe=5, simd=8, weight_storage="spram", name="fc2")])
+        ir.Dense(weights=w[2], pe=5, simd=8, name="fc2")])
+    net = compiler.set_hardware_choices(net, spram=streamed)
     x = rng.integers(0, 16, size=(40, 32))
     expected = golden.execute(net, x)
     for stall_in, stall_out in ((0.0, 0.0), (0.5, 0.5)):

@@ -112,3 +112,28 @@ def test_bad_budgets(text, match):
     with pytest.raises(HwnetError, match=match):
         parse_budget(text, "ice40")
     assert parse_budget("lut4=5000,ebr=30,spram=4", "ice40") == Budget("ice40", 5000, 30, 4)
+
+
+def test_splits_a_layer_between_spram_and_block_ram():
+    # 256-128-64-10 binarized: with 10 block RAMs the fastest design streams one PE of fc0 from SPRAM and keeps
+    # the other in block RAM; fewer block RAMs stream more, and are never faster
+    rng = np.random.default_rng(12)
+    layers, n = [], 256
+    for k, h in enumerate((128, 64)):
+        layers.append(ir.Dense(weights=rng.choice([-1, 1], size=(h, n)), thresholds=rng.integers(-4, 5, size=(h, 1)),
+                               out_type="bipolar", name=f"fc{k}"))
+        n = h
+    net = ir.Network(input_type="bipolar", input_size=256,
+                     layers=layers + [ir.Dense(weights=rng.choice([-1, 1], size=(10, n)), name="out")])
+    cycles = []
+    for ebr in (4, 6, 10):
+        choice = auto_fold(net, Budget("ice40", 3000, ebr, 4))
+        _fits(choice)
+        assert choice.plan.cycles_per_inference == compiler.plan(choice.network).cycles_per_inference
+        cycles.append(choice.plan.cycles_per_inference)
+    assert cycles == sorted(cycles, reverse=True)
+    fc0 = choice.plan.stages[0]
+    assert 0 < fc0.spram_pes < fc0.pe and choice.network.layers[0].spram_pes == fc0.spram_pes
+    assert choice.plan.spram_words == fc0.depth == choice.plan.cycles_per_inference < cycles[1]
+    assert f"  fc0: pe={fc0.pe} simd={fc0.simd}, {fc0.cycles} cycles, weights in SPRAM (PEs 0..{fc0.spram_pes - 1}) " \
+           f"and block RAM (PEs {fc0.spram_pes}..{fc0.pe - 1})" in choice.report

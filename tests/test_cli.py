@@ -265,7 +265,7 @@ def test_compile_for_a_board_auto_folds_and_reports(tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
-def test_compile_streams_named_layers_from_spram(tmp_path):
+def test_compile_streams_named_layers_from_spram(tmp_path, capsys):
     rng = np.random.default_rng(3)
     net = ir.Network(input_type="bipolar", input_size=32, name="spram", layers=[
         ir.Dense(weights=rng.choice([-1, 1], size=(16, 32)), thresholds=rng.integers(-3, 4, size=(16, 1)),
@@ -278,6 +278,21 @@ def test_compile_streams_named_layers_from_spram(tmp_path):
     assert summary["spram_words"] == 16 and summary["stages"][0]["weights"].startswith("SPRAM words 0..15")
     image = (tmp_path / "d" / "spram.hex").read_text().split()
     assert [int(w, 16) for w in image] == compiler.plan(ir.load(tmp_path / "d" / "network.npz")).spram_image()
+    # LAYER:N streams N of the layer's PEs (its other PEs keep their ROMs)
+    assert main(["compile", str(tmp_path / "net.npz"), "--out", str(tmp_path / "e"), "--spram", "fc1:1, fc2",
+                 "--no-synth"]) == 0
+    back = ir.load(tmp_path / "e" / "network.npz")
+    assert [(l.weight_storage, l.spram_pes) for l in back.layers] == [("spram", 1), ("spram", None)]
+    rows = json.loads((tmp_path / "e" / "design.json").read_text())["stages"]
+    assert rows[0]["weights"] == "SPRAM words 0..15 x 16 bits (PEs 0..0), ROMs 1 x 16 words x 16 bits (PEs 1..1)"
+    assert "(PEs 0..0), ROMs" in (tmp_path / "e" / "design.md").read_text()
+    for bad, match in [("fc1:x", "--spram items must be LAYER or LAYER:PES (how many of its PEs stream, e.g. "
+                                 "fc0,fc1:4), got 'fc1:x'"),
+                       (":2", "got ':2'"),
+                       ("fc1:3", "layer 'fc1': spram_pes must be a whole number of PEs from 1 to 2 (pe=2), got 3")]:
+        _fails(capsys, ["compile", str(tmp_path / "net.npz"), "--out", str(tmp_path / "f"), "--spram", bad,
+                        "--no-synth"], match)
+    assert not (tmp_path / "f").exists()
 
 
 def test_compile_and_simulate_a_cnn(tmp_path, capsys):

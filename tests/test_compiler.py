@@ -207,3 +207,36 @@ def test_threshold_search_by_count(out_type, search):
     _, _, stage = _layer_of_kind("addsub", "bipolar", "uint3", 5, out_type)
     assert stage.threshold_search == search
     assert stage.levels == parse_type(out_type).num_values - 1
+
+
+def test_split_layer_plan_and_summary():
+    # fc0 streams whole, 3 of fc1's 4 PEs stream (3 * 8 = 24 bits a word), its PE 3 keeps a ROM
+    rng = np.random.default_rng(6)
+    net = ir.Network(input_type="bipolar", input_size=16, layers=[
+        ir.Dense(weights=rng.choice([-1, 1], size=(8, 16)), thresholds=np.zeros((8, 1), int), out_type="bipolar",
+                 pe=2, simd=8, name="fc0"),
+        ir.Dense(weights=rng.choice([-1, 1], size=(8, 8)), thresholds=np.zeros((8, 1), int), out_type="bipolar",
+                 pe=4, simd=8, name="fc1"),
+        ir.Dense(weights=rng.choice([-1, 1], size=(4, 8)), pe=1, simd=8, name="fc2")])
+    net = compiler.set_hardware_choices(net, spram={"fc0": None, "fc1": 3})
+    assert [(l.weight_storage, l.spram_pes) for l in net.layers] == [("spram", None), ("spram", 3), ("rom", None)]
+    plan = compiler.plan(net)
+    fc0, fc1, fc2 = plan.stages
+    assert [(s.spram_pes, s.spram_base, s.word_bits) for s in plan.stages] == [(2, 0, 16), (3, 8, 24), (0, None, 0)]
+    assert plan.streamed_stages == (fc0, fc1) and plan.spram_words == 8 + 2 == len(plan.spram_image())
+    assert plan.cycles_per_inference == max(8, 4, 10)
+    assert plan.spram_image()[8:] == [sum(fc1.weight_words[p][a] << (8 * p) for p in range(3)) for a in range(2)]
+    assert (fc1.spram_bits, fc1.rom_weight_bits) == (2 * 24, 2 * 8)
+    assert fc1.memory_bits == 2 * 8 + fc1.threshold_bits and fc0.memory_bits == fc0.threshold_bits
+    rows = plan.summary()["stages"]
+    assert rows[1]["spram_pes"] == 3 and rows[2]["spram_pes"] == 0
+    assert rows[1]["weights"] == "SPRAM words 8..9 x 24 bits (PEs 0..2), ROMs 1 x 2 words x 8 bits (PEs 3..3)"
+    assert rows[0]["weights"] == "SPRAM words 0..7 x 16 bits" and rows[2]["weights"] == "1 x 4 words x 8 bits"
+    # an unfolded layer with some PEs streaming gets at least that many PEs
+    loose = net.replace_layers([l.replace(pe=None, simd=None) for l in net.layers])
+    assert compiler.choose_folding(loose, 10 ** 6).layers[1].pe == 4
+    with pytest.raises(HwnetError, match=r"^no dense layer named 'fc9'; the dense layers are fc0, fc1, fc2$"):
+        compiler.set_hardware_choices(net, spram={"fc9": 2})
+    with pytest.raises(HwnetError, match=r"^layer 'fc1': spram_pes must be a whole number of PEs from 1 to 4 "
+                                         r"\(pe=4\), got 5$"):
+        compiler.set_hardware_choices(net, spram={"fc1": 5})

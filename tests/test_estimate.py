@@ -3,6 +3,7 @@
 monotonicity, designs as sums of their blocks, refused inputs, and one small comparison with yosys."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -178,14 +179,15 @@ def _plan(seed=3, spram=()):
 
 
 @pytest.mark.parametrize("family", estimate.FAMILIES)
-@pytest.mark.parametrize("design", ["mlp", "mlp without fifos", "cnn", "spram"])
+@pytest.mark.parametrize("design", ["mlp", "mlp without fifos", "cnn", "spram", "split"])
 def test_design_is_the_sum_of_its_blocks(family, design):
     fifos = design != "mlp without fifos"
     plan = {"cnn": lambda: compiler.plan(random_cnn(np.random.default_rng(7))),
-            "spram": lambda: _plan(spram=("fc0",))}.get(design, _plan)()
+            "spram": lambda: _plan(spram=("fc0",)),
+            "split": lambda: _plan(spram={"fc0": None, "fc1": 1})}.get(design, _plan)()
     total, blocks = estimate_design(plan, family, fifos=fifos)
     top = NetworkTop(plan=plan, fifos=fifos, spram_primitive=family == "ice40")
-    listed = top.blocks() + ([top.spram_block()] if design == "spram" else [])
+    listed = top.blocks() + ([top.spram_block()] if design in ("spram", "split") else [])
     assert [(b.name, b.cls) for b in blocks] == [(name, cls) for name, cls, _ in listed]
     summed = Resources(family)
     for b, (_, cls, kwargs) in zip(blocks, listed):
@@ -196,13 +198,24 @@ def test_design_is_the_sum_of_its_blocks(family, design):
     assert chain[-1].last_used
     assert all(not a.last_used for a, b in zip(chain, chain[1:]) if b.cls in (MatrixVectorThresholdUnit, MaxPool,
                                                                                SlidingWindow))
-    if design == "spram":  # SB_SPRAM256KA on iCE40 (those the widest region's bits need), a memory elsewhere
+    if design in ("spram", "split"):  # SB_SPRAM256KA on iCE40 (those the widest region's bits need), a memory elsewhere
         assert blocks[-1].cls is SpramWeightStreamer
         needed = -(-max(s.word_bits for s in plan.streamed_stages) // 16)
         assert (total.spram, blocks[-1].resources.spram) == ((needed, needed) if family == "ice40" else (0, 0))
     assert total == summed
     assert total.lut4 > 0 and total.ff > 0 and total.summary()["family"] == family
     assert total.summary()["lut4_equivalent"] == round(total.lut4 + (2 * total.carry if family == "ecp5" else 0))
+
+
+def test_a_split_layer_prices_the_roms_of_its_other_pes_only():
+    # 4 PEs with a 256 x 16 ROM each (one iCE40 block RAM): each PE that streams instead drops its block RAM and
+    # takes a 16-bit register for the word from the SPRAM stream
+    stage = _stage(np.random.default_rng(8), 256, 64, 4, 16, raw=True)
+    assert stage.depth == 256 and stage.weight_bits == 4 * 256 * 16
+    est = [estimate.dense_stage(replace(stage, spram_pes=k), "ice40") for k in range(5)]
+    assert [r.ebr for r in est] == [est[0].ebr - k for k in range(5)]
+    steps = np.diff([r.ff for r in est])
+    assert steps[0] > 0 and np.allclose(steps, steps[0]) and len({r.lut4 for r in est}) == 1
 
 
 def test_spram_streamer():

@@ -80,7 +80,38 @@ def test_hardware_choices_and_products_round_trip(tmp_path):
                                          int(table.max(axis=1)[w].sum(axis=1).max()))
 
 
+def test_spram_pes_round_trip_and_default(tmp_path):
+    # some PEs of a layer stream from SPRAM (spram_pes); without the field, every PE does (files written before it)
+    rng = np.random.default_rng(5)
+    net = _net(rng, pe=3, simd=4)
+    fc0, fc1 = net.layers[1], net.layers[2]
+    net = net.replace_layers([net.layers[0], fc0.replace(weight_storage="spram", spram_pes=2),
+                              fc1.replace(weight_storage="spram", pe=2, simd=3)])
+    assert [l.streamed_pes for l in net.layers[1:]] == [2, 2] and net.layers[2].spram_pes is None
+    assert "weights-in-spram(2 PEs)" in net.summary_lines()[2]
+    ir.save(net, tmp_path / "n.npz")
+    back = ir.load(tmp_path / "n.npz")
+    assert [(l.weight_storage, l.spram_pes) for l in back.layers[1:]] == [("spram", 2), ("spram", None)]
+    assert ir.to_bytes(net) == ir.to_bytes(back)
+    header = back.header({})
+    assert header["layers"][1]["spram_pes"] == 2 and "spram_pes" not in header["layers"][2]
+    assert ir.Dense(weights=np.ones((2, 2), int)).streamed_pes == 0
+    assert ir.Dense(weights=np.ones((2, 2), int), weight_storage="spram").streamed_pes is None  # pe unset
+    with pytest.raises(HwnetError, match=r"^layer 'fc0': spram_pes must be a whole number of PEs from 1 to 1 "
+                                         r"\(pe=1\), got 2$"):
+        back.layers[1].with_folding(1, 4)
+
+
 @pytest.mark.parametrize("make,match", [
+    (lambda: ir.Dense(weights=np.ones((2, 2), int), spram_pes=1),
+     r"^layer 'dense': spram_pes is for a layer whose weights stream from SPRAM \(weight_storage='spram'\), "
+     r"not 'rom'$"),
+    (lambda: ir.Dense(weights=np.ones((4, 2), int), pe=2, weight_storage="spram", spram_pes=3),
+     r"^layer 'dense': spram_pes must be a whole number of PEs from 1 to 2 \(pe=2\), got 3$"),
+    (lambda: ir.Dense(weights=np.ones((4, 2), int), weight_storage="spram", spram_pes=0),
+     r"^layer 'dense': spram_pes must be a whole number of PEs from 1 to 4 \(out_features=4\), got 0$"),
+    (lambda: ir.Dense(weights=np.ones((4, 2), int), weight_storage="spram", spram_pes=True), r"got True$"),
+    (lambda: ir.Dense(weights=np.ones((4, 2), int), weight_storage="spram", spram_pes="2"), r"got '2'$"),
     (lambda: ir.Dense(weights=np.ones((2, 2), int), weight_storage="flash"), r"weight_storage must be 'rom', 'logic' or"),
     (lambda: ir.Dense(weights=np.ones((2, 2), int), weight_storage="logic", pe=1),
      r"weights in logic need the layer fully unrolled \(pe=2, simd=2\)"),

@@ -13,8 +13,9 @@ the whole unit, memory read ports included, and nothing is lost or repeated)::
 
     S0 issue     fold counters (f, s, b), weight address; during fold 0 the input beat is accepted (at plane 0),
                  written into the input buffer at s and kept in a register; in later folds the buffer is read.
-    S1 read      weight words (one per PE, from a ROM or constants) and the input word; the processing
-                 element sums the lanes' terms, registered.
+    S1 read      weight words (one per PE: from its ROM, from constants, or, for the PEs streaming from SPRAM,
+                 from the word taken off ``w`` at issue) and the input word; the processing element sums the
+                 lanes' terms, registered.
     S2 acc       h = (first ? 0 : h) + (term sum << b) per PE; after a fold's last beat it holds the row's h,
                  and the threshold stage's first ROM read (by fold) has been issued.
     S3.. out     y = sum_l [h >= T_l] by :class:`~.threshold.ThresholdSearch` (``bits(L) - 1`` more stages for a
@@ -50,6 +51,9 @@ def check_dense_stage(stage):
     if stage.weights_in_logic and stage.depth != 1:
         raise HwnetError(f"stage {stage.name!r}: weights in logic need one word per PE (a fully unrolled "
                          f"layer), not {stage.depth}")
+    if not 0 <= stage.spram_pes <= stage.pe or (stage.streamed and stage.weights_in_logic):
+        raise HwnetError(f"stage {stage.name!r}: spram_pes must be 0 to pe={stage.pe} and 0 for weights in "
+                         f"logic, not {stage.spram_pes}")
     if len(stage.biases) != stage.pe or any(len(b) != stage.nf for b in stage.biases):
         raise HwnetError(f"stage {stage.name!r}: biases must be pe x nf")
     if not stage.raw:
@@ -76,8 +80,9 @@ class MatrixVectorThresholdUnit(wiring.Component):
         Input vectors, ``stage.sf`` beats each, ``simd`` lanes of ``in_type`` codes per beat. The incoming
         ``last`` is ignored: the unit knows its vector length.
     w : ``In(stream.Signature(unsigned(stage.word_bits)))``, only when ``stage.streamed``
-        The weight words (every PE's side by side) in memory order, one taken with every issued beat, from the
-        :class:`~hwnet.gateware.spram.SpramWeightStreamer`; the unit waits for it like for its input.
+        The weight words of the PEs that stream from SPRAM (PEs ``0 .. stage.spram_pes - 1`` side by side; the
+        other PEs read their own ROMs) in memory order, one taken with every issued beat, from the
+        :class:`~hwnet.gateware.spram.SpramWeightStreamer`; the whole unit waits for it like for its input.
     o : ``Out(stream.Signature(beat_layout(stage.pe, stage.out_type.bits)))``
         Output vectors, ``stage.nf`` beats each, ``pe`` lanes of ``stage.out_type`` per beat; ``last`` is set
         on the final beat of every ``stage.vectors``-th vector (the end of an image for a convolution). A raw layer's lanes are the accumulators
@@ -208,7 +213,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
                                       weights=s.weight_words[p][0] if s.weights_in_logic else None)
             m.submodules[f"pe{p}"] = unit
             lane_bits = s.simd * s.lane_bits
-            if s.streamed:
+            if p < s.spram_pes:
                 m.d.comb += unit.w.eq(w_word[p * lane_bits:(p + 1) * lane_bits])
             elif not s.weights_in_logic:
                 wmem = Memory(shape=unsigned(s.simd * s.lane_bits), depth=s.depth, init=list(s.weight_words[p]))

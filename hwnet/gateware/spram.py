@@ -2,9 +2,10 @@
 
 An iCE40UP5K has 30 block RAMs of 4 Kbit (120 Kbit) and four SB_SPRAM256KA single-port RAMs of 16K x 16 bits
 (1 Mbit). Networks whose weights do not fit the block RAMs keep some layers' weights (``weight_storage="spram"``)
-in the SPRAMs. hwnet uses the four side by side as one pool of :data:`~hwnet.compiler.SPRAM_DEPTH` words of
+in the SPRAMs, all of a layer's PEs' or only some (``spram_pes``: the others keep their block-RAM ROMs). hwnet uses
+the four side by side as one pool of :data:`~hwnet.compiler.SPRAM_DEPTH` words of
 :data:`~hwnet.compiler.SPRAM_WIDTH` bits; the compiler gives each such layer a region of consecutive words
-(:meth:`hwnet.compiler.DenseStage.spram_words`: per address, every PE's weight word side by side).
+(:meth:`hwnet.compiler.DenseStage.spram_words`: per address, the streamed PEs' weight words side by side).
 
 SPRAM cannot be initialized by the bitstream, so the streamer has two phases:
 
