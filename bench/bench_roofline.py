@@ -35,8 +35,8 @@ the script
      bits`` (a dense layer: one "pixel"); the weights (105,744 bits) fit the block RAMs many times over, so the
      capacity-aware bound is the same;
    - beside them, the *architecture floor*: the fewest cycles any folding of hwnet's units can reach,
-     whatever the resources (for a convolution, its sliding window sends at most ``C`` input channels per
-     cycle, so a one-channel input layer needs ``OH * OW * KH * KW`` cycles).
+     whatever the resources (for a convolution, its sliding window takes one pixel per cycle and sends at most
+     one patch per cycle, so a layer needs ``max(H * W, OH * OW)`` cycles).
 
 When auto_fold finds nothing that fits (as for SFC while hwnet.estimate counted SPRAM-streamed weights as block
 RAM) the design is reported as such, and an iCE40UP design is also built by hand the way the SPRAM search folds it
@@ -212,7 +212,8 @@ def _min_cycles(layer):
 def architecture_floor(network):
     """``(cycles, layer, why)``: the fewest cycles per inference any folding reaches, whatever the resources, and
     the layer that sets it: the slowest layer at its fastest (a convolution is bound by its sliding window, which
-    sends at most ``C`` input channels per cycle; a max-pool takes one beat of at most ``C`` channels per cycle)."""
+    takes one pixel and sends one patch per cycle at most; a max-pool takes one beat of at most ``C`` channels per
+    cycle)."""
     floor, name, why = 1, None, "a fully unrolled layer takes one cycle"
     for layer in network.layers:
         if isinstance(layer, (Dense, Conv2d)):
@@ -221,9 +222,9 @@ def architecture_floor(network):
                 floor, name = cycles, layer.name
                 if isinstance(layer, Conv2d):
                     oh, ow, _ = layer.out_shape
-                    why = (f"its sliding window sends at most C = {layer.in_channels} input channel(s) per cycle, "
-                           f"so a patch of {layer.kernel_h} x {layer.kernel_w} x {layer.in_channels} takes "
-                           f"{layer.kernel_h * layer.kernel_w} cycles, for each of {oh} x {ow} output pixels")
+                    h, w, _ = layer.in_shape
+                    why = (f"its sliding window takes at most one pixel per cycle ({h} x {w} per image) and sends at "
+                           f"most one patch per cycle ({oh} x {ow} per image)")
                 else:
                     why = f"{layer.planes} weight bit planes, one per cycle"
         elif isinstance(layer, MaxPool2d):
