@@ -2,7 +2,7 @@
 rtl_tests/test_rtl_qonnx.py). Needs the test extra (brevitas, onnxoptimizer).
 
 :func:`brevitas_net` builds a small MLP or CNN for the 8x8 digits with one of :data:`QUANTIZERS` (binary,
-ternary, 2-bit, 4-bit per-channel weights with power-of-two or float scales), batch norm after every hidden
+ternary, full-range 2-bit, 4-bit per-channel weights with power-of-two or float scales), batch norm after every hidden
 layer and a biased last layer; :func:`train_briefly` trains it for a few epochs on the digits training split and
 :func:`export` writes it with Brevitas's own QONNX export. :func:`qonnx_outputs` runs a QONNX file in qonnx
 (``execute_onnx``) on a whole batch at once.
@@ -31,11 +31,14 @@ def _quantizer_table():
     class Int8WeightPerChannelFixedPoint(Int8WeightPerTensorFixedPoint):
         scaling_per_output_channel = True
 
+    class FullRangeWeightPerTensorFixedPoint(Int8WeightPerTensorFixedPoint):
+        narrow_range = False  # at 2 bits: -2 .. 1 (int2), not Brevitas's default -1 .. 1
+
     # name: (weight quantizer, weight bits, activation quantizer, activation bits, input quantizer)
     return {
         "binary": (SignedBinaryWeightPerTensorConst, 1, SignedBinaryActPerTensorConst, 1, Int8ActPerTensorFixedPoint),
         "ternary": (SignedTernaryWeightPerTensorConst, 2, Uint8ActPerTensorFixedPoint, 2, Int8ActPerTensorFixedPoint),
-        "w2a2": (Int8WeightPerTensorFixedPoint, 2, Uint8ActPerTensorFixedPoint, 2, Int8ActPerTensorFixedPoint),
+        "w2a2": (FullRangeWeightPerTensorFixedPoint, 2, Uint8ActPerTensorFixedPoint, 2, Int8ActPerTensorFixedPoint),
         "w4a4-channel": (Int8WeightPerChannelFixedPoint, 4, Uint8ActPerTensorFixedPoint, 4, Int8ActPerTensorFixedPoint),
         "w4a4-float": (Int8WeightPerChannelFloat, 4, Uint8ActPerTensorFloat, 4, Int8ActPerTensorFloat),
     }

@@ -47,7 +47,7 @@ def test_brevitas_graph_imports_and_equals_qonnx_on_every_test_input(brevitas_gr
     with torch.no_grad():
         logits = model(torch.tensor(x)).numpy()
     assert np.mean(golden.classify(graph_outputs(network, y)) == logits.argmax(1)) >= 0.99
-    kinds = {"binary": "bipolar", "ternary": "ternary", "w2a2": "ternary", "w4a4-channel": "int4",
+    kinds = {"binary": "bipolar", "ternary": "ternary", "w2a2": "int2", "w4a4-channel": "int4",
              "w4a4-float": "int4"}
     weights = [layer.weight_type.name for layer in network.layers if isinstance(layer, (Dense, Conv2d))]
     assert weights == [kinds[quant]] * 3
