@@ -43,7 +43,8 @@ from pathlib import Path
 from .errors import HwnetError
 from .toolchain import YOWASP_TOOLS, cache_dir, setup_environment
 
-__all__ = ["FAMILIES", "SynthReport", "PnrReport", "synthesize", "place_and_route", "yosys_script"]
+__all__ = ["FAMILIES", "SynthReport", "PnrReport", "synthesize", "place_and_route", "yosys_script", "prepass_script",
+           "read_synth_report", "MAPPED_STAT"]
 
 FAMILIES = ("ice40", "ecp5")
 
@@ -186,17 +187,24 @@ def yosys_script(*, top, family, netlist=None):
     mapped netlist for nextpnr there.
     """
     _check_family(family)
-    _check_top(top)
-    lines = ["read_verilog design.v", "design -save input",
-             f"hierarchy -top {top}", "proc", "flatten", "opt_expr", "opt_clean",
-             "tee -q -o coarse.json stat -json",
-             "select t:$mul", "write_json -selected muls.json", "select -clear",
-             "design -load input",
-             f"synth_{family} -top {top}",
-             "tee -q -o mapped.json stat -json"]
+    lines = ["read_verilog design.v", *prepass_script(top), f"synth_{family} -top {top}", MAPPED_STAT]
     if netlist:
         lines.append(f"write_json {netlist}")
     return "\n".join(lines) + "\n"
+
+
+#: The yosys command that writes the cell counts after technology mapping (``mapped.json``).
+MAPPED_STAT = "tee -q -o mapped.json stat -json"
+
+
+def prepass_script(top):
+    """The yosys commands of the technology-independent pre-pass (module documentation) on the design as read:
+    they save it, write ``coarse.json`` and ``muls.json``, and restore it for synthesis. A board build runs them
+    too (amaranth's ``script_after_read``), so :func:`read_synth_report` can certify the whole board top."""
+    _check_top(top)
+    return ["design -save input", f"hierarchy -top {top}", "proc", "flatten", "opt_expr", "opt_clean",
+            "tee -q -o coarse.json stat -json", "select t:$mul", "write_json -selected muls.json", "select -clear",
+            "design -load input"]
 
 
 def synthesize(verilog, *, top, family):
@@ -342,23 +350,37 @@ def _run_yosys(yosys, verilog, script, work, *, top, family):
     if error:
         raise HwnetError(f"yosys synth_{family} of top {top!r} failed: {error} (fix the Verilog; if hwnet generated "
                          f"it, this is a bug in hwnet, please report it)")
+    return read_synth_report(work, top=top, family=family, yosys=_version(yosys))
+
+
+def read_synth_report(work, *, top, family, yosys):
+    """The :class:`SynthReport` from the ``coarse.json``, ``muls.json`` and ``mapped.json`` that the pre-pass
+    (:func:`prepass_script`) and :data:`MAPPED_STAT` wrote in the directory ``work``; ``yosys`` is the version
+    line."""
     coarse = _cells(_read_json(Path(work, "coarse.json"), "yosys stat"))
     mapped = _cells(_read_json(Path(work, "mapped.json"), "yosys stat"))
-    general = constant = 0
-    for module in _read_json(Path(work, "muls.json"), "yosys write_json")["modules"].values():
-        for cell in module.get("cells", {}).values():
-            if any(all(isinstance(bit, str) for bit in cell["connections"][port]) for port in ("A", "B")):
-                constant += 1
-            else:
-                general += 1
+    general, constant = multiplications(_read_json(Path(work, "muls.json"), "yosys write_json"))
 
     def count(prefixes):
         return sum(n for cell, n in mapped.items() if cell.startswith(prefixes))
 
     counts = {key: count(prefixes) for key, prefixes in _RESOURCES[family].items()}
     counts["dsp"] += count(_UNMAPPED_MULTIPLIERS)
-    return SynthReport(family=family, top=top, yosys=_version(yosys), cells=mapped, coarse_cells=coarse,
+    return SynthReport(family=family, top=top, yosys=yosys, cells=mapped, coarse_cells=coarse,
                        general_multipliers=general, constant_multiplications=constant, **counts)
+
+
+def multiplications(muls):
+    """(general, constant): the ``$mul`` cells of the pre-pass's ``muls.json`` (yosys ``write_json``) with both
+    operands variable / one operand constant (a constant bit is a string in yosys JSON)."""
+    general = constant = 0
+    for module in muls["modules"].values():
+        for cell in module.get("cells", {}).values():
+            if any(all(isinstance(bit, str) for bit in cell["connections"][port]) for port in ("A", "B")):
+                constant += 1
+            else:
+                general += 1
+    return general, constant
 
 
 def _cells(stat):
