@@ -3,14 +3,16 @@ last class.
 
 ::
 
-    rx -> UartRx -> receiver ---- input beats (a queue of one whole vector) ----> NetworkTop
+    rx -> UartRx -> receiver -- payload bytes (a queue of one whole vector) -- packer --> NetworkTop
                        |                                                            |
                        +-- replies (type, seq, code) --> sender <-- output beats ---+
                                                            |
                                                   UartTx -> tx, argmax -> leds
 
 The receiver hunts for the sync bytes, checks the header (version, type, the exact length for the type) and
-computes the CRC while it takes the payload, which goes to the network beat by beat as it arrives. An ``INFER``
+computes the CRC while it takes the payload, which goes to the network as it arrives: the bytes queue up (8 bits
+wide, so a large input takes a block RAM or two rather than a beat-wide memory) and a packer assembles them into
+the network's input beats. An ``INFER``
 frame is taken only when the top is idle (no reply pending, the input queue empty, so the whole vector fits the
 queue and no beat is ever dropped); one that arrives while busy is answered ``ERROR`` (input overrun). A bad header
 is answered ``ERROR`` at once and the receiver hunts again from the next byte. When an ``INFER`` frame's CRC
@@ -28,8 +30,9 @@ when the vector ends.
 import functools
 import operator
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.build import Attrs, Pins, Resource, Subsignal
+from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.lib import fifo, io, wiring
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
@@ -39,7 +42,7 @@ from ._common import check_positive_int, validating
 from .network import NetworkTop
 from .uart import UartRx, UartTx, check_divisor
 
-__all__ = ["BoardTop"]
+__all__ = ["BoardTop", "BoardPlatformTop"]
 
 _KIND_RESULT, _KIND_INFO, _KIND_ERROR = 0, 1, 2
 
@@ -127,14 +130,22 @@ class BoardTop(wiring.Component):
         out_bits = plan.output_lanes * plan.output_type.bits
         out_bytes = protocol.beat_bytes(plan.output_lanes, plan.output_type.bits)
 
-        # the input queue holds a whole vector (beat and `last`), so a frame taken while idle never waits
-        m.submodules.in_queue = in_queue = fifo.SyncFIFOBuffered(width=in_bits + 1, depth=max(2, plan.input_beats))
-        m.d.comb += [
-            net.i.payload.data.eq(in_queue.r_data[:in_bits]),
-            net.i.payload.last.eq(in_queue.r_data[in_bits]),
-            net.i.valid.eq(in_queue.r_rdy),
-            in_queue.r_en.eq(net.i.ready),
-        ]
+        # the payload bytes queue up as they arrive (a whole vector fits, so a frame taken while idle never waits)
+        # and a packer assembles them into input beats: the queue is 8 bits wide, a block RAM for large inputs
+        m.submodules.in_queue = in_queue = fifo.SyncFIFOBuffered(width=8, depth=max(2, info.input_payload))
+        beat = Signal(in_bytes * 8)
+        packed = Signal(range(in_bytes))
+        beats_in = Signal(range(plan.input_beats))
+        offer = Signal()
+        m.d.comb += [net.i.payload.data.eq(beat[:in_bits]), net.i.payload.last.eq(beats_in == plan.input_beats - 1),
+                     net.i.valid.eq(offer), in_queue.r_en.eq(~offer)]
+        with m.If(offer):
+            with m.If(net.i.ready):
+                m.d.sync += [offer.eq(0), beats_in.eq(Mux(beats_in == plan.input_beats - 1, 0, beats_in + 1))]
+        with m.Elif(in_queue.r_rdy):  # bytes arrive lowest first: shift right, the new byte on top
+            m.d.sync += [beat.eq(Cat(beat[8:], in_queue.r_data)), packed.eq(Mux(packed == in_bytes - 1, 0, packed + 1))]
+            with m.If(packed == in_bytes - 1):
+                m.d.sync += offer.eq(1)
         # replies in frame order: (kind, seq, code)
         m.submodules.replies = replies = fifo.SyncFIFOBuffered(width=2 + 8 + 3, depth=4)
 
@@ -146,10 +157,8 @@ class BoardTop(wiring.Component):
         hdr = Array(Signal(8, name=f"hdr{k}") for k in range(5))  # version, type, seq, length lo, hi
         idx = Signal(range(5))
         busy, sending = Signal(), Signal()
-        m.d.comb += busy.eq(replies.r_rdy | in_queue.r_rdy | sending)
-        beat = Signal(in_bytes * 8)
-        beat_byte = Signal(range(in_bytes))
-        beats_in = Signal(range(plan.input_beats))
+        m.d.comb += busy.eq(replies.r_rdy | in_queue.r_rdy | offer | (packed != 0) | (beats_in != 0) | sending)
+        received = Signal(range(info.input_payload))
         crc_lo = Signal(8)
         push = Signal()
         push_kind, push_code = Signal(2), Signal(3)
@@ -188,7 +197,7 @@ class BoardTop(wiring.Component):
                                 reply(_KIND_ERROR, protocol.OVERRUN)
                                 m.next = "HUNT"
                             with m.Else():
-                                m.d.sync += [beat_byte.eq(0), beats_in.eq(0)]
+                                m.d.sync += received.eq(0)
                                 m.next = "PAYLOAD"
                         with m.Elif(hdr[1] == protocol.INFO):
                             with m.If(full_length != 0):
@@ -200,18 +209,11 @@ class BoardTop(wiring.Component):
                             reply(_KIND_ERROR, protocol.BAD_TYPE)
                             m.next = "HUNT"
             with m.State("PAYLOAD"):
-                whole = Cat(beat[8:], byte)  # bytes arrive lowest first: shift right, the new byte on top
-                last_byte = beat_byte == in_bytes - 1
-                last_beat = beats_in == plan.input_beats - 1
-                m.d.comb += [in_queue.w_data.eq(Cat(whole[:in_bits], last_beat)),
-                             in_queue.w_en.eq(got & last_byte)]
+                m.d.comb += [in_queue.w_data.eq(byte), in_queue.w_en.eq(got)]
                 with m.If(got):
-                    m.d.sync += [beat.eq(whole), crc.eq(_crc_step(crc, byte)),
-                                 beat_byte.eq(Mux(last_byte, 0, beat_byte + 1))]
-                    with m.If(last_byte):
-                        m.d.sync += beats_in.eq(Mux(last_beat, 0, beats_in + 1))
-                        with m.If(last_beat):
-                            m.next = "CRC0"
+                    m.d.sync += [crc.eq(_crc_step(crc, byte)), received.eq(received + 1)]
+                    with m.If(received == info.input_payload - 1):
+                        m.next = "CRC0"
             with m.State("CRC0"):
                 with m.If(got):
                     m.d.sync += crc_lo.eq(byte)
@@ -334,4 +336,48 @@ class BoardTop(wiring.Component):
                 with m.If(sent):
                     m.next = "IDLE"
         m.d.comb += sending.eq(~sender.ongoing("IDLE"))
+        return m
+
+
+class BoardPlatformTop(Elaboratable):
+    """A :class:`BoardTop` on an amaranth-boards platform: its UART on the board's serial bridge (or on header
+    pins, :attr:`hwnet.boards.Board.uart_pins`) and its class on the board's LEDs.
+
+    Parameters
+    ----------
+    plan : :class:`~hwnet.compiler.DesignPlan`
+    board : :class:`hwnet.boards.Board`
+    divisor : int
+        Clock cycles per UART bit at the design's clock.
+    clock : Elaboratable or None
+        None: the platform's default clock domain (the board clock). Otherwise a clock generator that creates
+        the ``sync`` domain itself (:class:`hwnet.gateware.pll.PllClock`).
+    """
+
+    def __init__(self, *, plan, board, divisor, clock=None):
+        self.board = board
+        self.clock = clock
+        self.core = BoardTop(plan=plan, divisor=divisor, leds=len(board.leds))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.board = core = self.core
+        if self.clock is not None:
+            m.submodules.clock = self.clock
+        if self.board.uart_pins is not None:
+            conn, number, tx, rx, _ = self.board.uart_pins
+            attrs = Attrs(IO_STANDARD="SB_LVCMOS") if self.board.family == "ice40" else Attrs(IO_TYPE="LVCMOS33")
+            platform.add_resources([Resource("uart", 0, Subsignal("tx", Pins(tx, dir="o", conn=(conn, number))),
+                                             Subsignal("rx", Pins(rx, dir="i", conn=(conn, number))), attrs)])
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx_buffer = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buffer = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx)]
+        leds = {}
+        for k, (name, number, channel) in enumerate(self.board.leds):
+            if (name, number) not in leds:
+                leds[name, number] = platform.request(name, number, dir="-")
+            port = getattr(leds[name, number], channel) if channel else leds[name, number]
+            m.submodules[f"led{k}_buffer"] = buffer = io.Buffer("o", port)
+            m.d.comb += buffer.o.eq(core.leds[k])
         return m
