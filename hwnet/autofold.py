@@ -125,7 +125,9 @@ class Budget:
 #: Boards and parts by name (``hwnet compile --board``).
 BOARDS = {
     "up5k": Budget("ice40", 5280, 30, 4, name="iCE40UP5K"),
+    "hx1k": Budget("ice40", 1280, 16, 0, name="iCE40HX1K"),
     "hx8k": Budget("ice40", 7680, 32, 0, name="iCE40HX8K"),
+    "ecp5-12f": Budget("ecp5", 12288, 32, 0, name="ECP5 LFE5U-12F"),
     "ecp5-25f": Budget("ecp5", 24288, 56, 0, name="ECP5 LFE5U-25F"),
     "ecp5-45f": Budget("ecp5", 43848, 108, 0, name="ECP5 LFE5U-45F"),
     "ecp5-85f": Budget("ecp5", 83640, 208, 0, name="ECP5 LFE5U-85F"),

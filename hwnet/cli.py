@@ -135,7 +135,8 @@ def _compile(args):
     if args.board and args.budget:
         raise HwnetError("give either --board or --budget, not both")
     if args.board:
-        budget = BOARDS[args.board]
+        from .boards import BOARD_TARGETS
+        budget = BOARDS[args.board] if args.board in BOARDS else BOARD_TARGETS[args.board].budget
     elif args.budget:
         from .autofold import parse_budget
         budget = parse_budget(args.budget, args.family)
@@ -186,6 +187,106 @@ def _simulate(args):
     return 1 if len(bad_rows) else 0
 
 
+def _build(args):
+    from .boards import get_board
+    from .build import ASIC_TARGET, build_asic, build_board
+    from .flow import load_model
+    out = Path(args.out or f"build/{args.board}")
+    if out.exists() and not args.force:
+        raise HwnetError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    board = None if args.board == ASIC_TARGET else get_board(args.board)
+    network = load_model(args.model)
+    t0 = time.monotonic()
+    if board is None:
+        if args.clock_mhz is not None or args.no_pll:
+            raise HwnetError("--clock-mhz and --no-pll are for FPGA boards, not the ASIC target")
+        report = build_asic(network, out, force=args.force, target_cycles=args.target_cycles, progress=_say)
+        print(Path(out, "asic.md").read_text(), end="")
+        _say(f"ASIC target of {network.name} in {time.monotonic() - t0:.1f} s: {report.cell_count:,} cells, "
+             f"{report.nand2_equivalents:,.0f} NAND2 equivalents, {report.multipliers} multipliers; Verilog in "
+             f"{out / 'hwnet_asic.v'}")
+        return 0
+    result = build_board(network, board, out, force=args.force, target_cycles=args.target_cycles,
+                         clock_mhz=args.clock_mhz, pll=not args.no_pll, baud=args.baud, progress=_say)
+    print(Path(out, "board.md").read_text(), end="")
+    perf = result.report["performance"]
+    _say(f"built {network.name} for {board.title} in {time.monotonic() - t0:.1f} s: {result.bitstream}, "
+         f"{result.clock_hz / 1e6:.3f} MHz, timing {'met' if result.timing_met else 'FAILED'}, "
+         f"{perf['cycles_per_inference']:g} cycles per inference ({perf['inferences_per_second']:,.0f}/s)")
+    if not result.timing_met:
+        print(f"hwnet: error: the design misses timing on {board.title} at every clock tried (see "
+              f"{out / 'board.md'}); fold it further (--target-cycles) or give a lower --clock-mhz", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _program(args):
+    from .boards import program
+    program(args.bitstream, args.board, progress=_say)
+    return 0
+
+
+def _run(args):
+    from .boards import get_board
+    from .flow import load_inputs, save_array
+    from .host import BoardClient
+    from . import golden
+    board = get_board(args.board)
+    build_dir = Path(args.build or f"build/{args.board}")
+    network, plan, built = _load_build(build_dir, board)
+    x = load_inputs(args.inputs, network)
+    if args.outputs and not Path(args.outputs).resolve().parent.is_dir():
+        raise HwnetError(f"{args.outputs}: directory {Path(args.outputs).parent} does not exist")
+    baud = args.baud or built["uart"]["baud"]
+    if args.port == "sim":
+        from .gateware.board import BoardTop
+        from .host import SimTransport
+        transport = SimTransport(BoardTop(plan=plan, divisor=4, leds=len(board.leds)))
+        _say("port 'sim': the board top simulated bit by bit (Amaranth), its UART at 4 cycles per bit")
+    else:
+        from .host import SerialTransport
+        transport = SerialTransport(args.port, baud=baud)
+    client = BoardClient(transport, plan, timeout=args.timeout)
+    info = client.check()
+    _say(f"{board.title} on {args.port} holds design {info.design_id:#010x} ({network.name}); {len(x)} inputs")
+    expected = golden.execute(network, x)
+    t0 = time.monotonic()
+    rows = []
+    for k, row in enumerate(x):
+        rows.append(client.infer(row))
+        if (k + 1) % max(1, len(x) // 10) == 0 or k + 1 == len(x):
+            _say(f"  {k + 1}/{len(x)} inferences ({(k + 1) / max(time.monotonic() - t0, 1e-9):.1f}/s)")
+    hw = np.stack(rows)
+    if args.outputs:
+        save_array(args.outputs, hw)
+    bad_rows = np.nonzero(np.any(hw != expected, axis=1))[0]
+    _say(f"mismatches against the golden model: {int(np.sum(hw != expected))} elements in {len(bad_rows)} of "
+         f"{len(x)} vectors" + (f" (first at vector {bad_rows[0]})" if len(bad_rows) else "")
+         + (f"; {len(client.errors)} frames resent after error replies" if client.errors else ""))
+    if args.outputs:
+        _say(f"board outputs written to {args.outputs}")
+    return 1 if len(bad_rows) else 0
+
+
+def _load_build(build_dir, board):
+    """(network, plan, board.json) of a ``hwnet build`` directory for ``board``."""
+    import json
+    from . import compiler, ir
+    summary = build_dir / "board.json"
+    if not summary.exists():
+        raise HwnetError(f"{build_dir}: not a board build (no board.json); build it with "
+                         f"`hwnet build MODEL --board {board.name} --out {build_dir}` or give --build")
+    try:
+        built = json.loads(summary.read_text())
+    except json.JSONDecodeError as exc:
+        raise HwnetError(f"{summary}: not valid JSON ({exc}); rebuild it") from None
+    if built.get("board") != board.name:
+        raise HwnetError(f"{build_dir} was built for {built.get('board')!r}, not {board.name!r}; give the build of "
+                         f"this board with --build")
+    network = ir.load(build_dir / "design" / "network.npz")
+    return network, compiler.plan(network), built
+
+
 def _demo(args):
     from .demo import run_demo
     return run_demo(out_dir=Path(args.out), dataset=args.dataset, epochs=args.epochs, seed=args.seed,
@@ -225,8 +326,10 @@ def build_parser():
     c.add_argument("--target-cycles", type=int, default=None,
                    help="cycles per inference to fold unfolded layers to (default 128); with --board or --budget "
                         "a throughput goal: the cheapest design that reaches it")
-    c.add_argument("--board", default=None, choices=sorted(BOARDS),
-                   help="fold for this part: the fastest design that fits its LUT4s, block RAMs and SPRAMs")
+    from .boards import BOARD_TARGETS as _targets
+    c.add_argument("--board", default=None, choices=[*sorted(BOARDS), *_targets], metavar="PART",
+                   help=f"fold for this part ({', '.join(sorted(BOARDS))}) or board ({', '.join(_targets)}): the "
+                        f"fastest design that fits its LUT4s, block RAMs and SPRAMs")
     c.add_argument("--budget", default=None, metavar="KEY=VALUE,...",
                    help="fold for an explicit budget, e.g. lut4=5000,ebr=30,spram=4 (with --family)")
     c.add_argument("--family", default="ice40", choices=("ice40", "ecp5"), help="FPGA family of --budget")
@@ -258,6 +361,39 @@ def build_parser():
     s.add_argument("--stall-out", type=float, default=0.0, help="probability the sink drops ready")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_simulate)
+
+    from .boards import BOARD_TARGETS, DEFAULT_BAUD
+    boards = ", ".join(BOARD_TARGETS)
+    b = sub.add_parser("build", help="build a network for a board: bitstream and report (docs/boards.md)")
+    b.add_argument("model", help="checkpoint (.pt), IR file (.npz) or QONNX graph (.onnx)")
+    b.add_argument("--board", required=True, choices=[*BOARD_TARGETS, "asic"], metavar="BOARD",
+                   help=f"one of {boards}; or asic (technology-independent Verilog and a generic synthesis report)")
+    b.add_argument("--out", default=None, help="build directory to create (default build/BOARD)")
+    b.add_argument("--target-cycles", type=int, default=None,
+                   help="a throughput goal: the cheapest design reaching it (default: the fastest that fits)")
+    b.add_argument("--clock-mhz", type=float, default=None,
+                   help="the design clock (a PLL makes it); default: the board clock, then a PLL where it helps")
+    b.add_argument("--no-pll", action="store_true", help="run from the board clock only")
+    b.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"the UART's rate (default {DEFAULT_BAUD})")
+    b.add_argument("--force", action="store_true", help="replace --out if it exists")
+    b.set_defaults(func=_build)
+
+    g = sub.add_parser("program", help="program a board with a bitstream from `hwnet build`")
+    g.add_argument("bitstream", help="the .bin (iCE40) or .bit (ECP5) file")
+    g.add_argument("--board", required=True, choices=list(BOARD_TARGETS), metavar="BOARD", help=boards)
+    g.set_defaults(func=_program)
+
+    r = sub.add_parser("run", help="run inputs on a programmed board over its serial port, against the golden "
+                       "model")
+    r.add_argument("inputs", help=".npy array (n, input_size) of input values")
+    r.add_argument("--board", required=True, choices=list(BOARD_TARGETS), metavar="BOARD", help=boards)
+    r.add_argument("--port", required=True, help="the board's serial port (e.g. /dev/ttyUSB1, COM3), or 'sim' "
+                   "for the board top simulated")
+    r.add_argument("--build", default=None, help="the board's build directory (default build/BOARD)")
+    r.add_argument("--baud", type=int, default=None, help="default: the build's rate")
+    r.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for a reply before resending")
+    r.add_argument("--outputs", default=None, help=".npy file for the board's outputs")
+    r.set_defaults(func=_run)
 
     d = sub.add_parser("demo", help="train on digits, compile, simulate the whole test split, report")
     d.add_argument("--out", default="build/demo")

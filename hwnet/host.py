@@ -5,7 +5,7 @@ at most ``timeout`` seconds of its own time). :class:`SimTransport` runs a
 :class:`~hwnet.gateware.board.BoardTop` in Amaranth's simulator, UART bits on its pins included, so the same
 client code runs against the simulated board top and, through a serial port, against the board (Glasgow's
 pattern: one host API over an abstract transport). ``SimTransport(noise=...)`` corrupts the line to test
-recovery.
+recovery. :class:`SerialTransport` is the board's serial port, through pyserial.
 
 The client is stop-and-wait: one frame, then its reply (matched by ``seq``); a timeout or an ``ERROR`` reply
 resends the frame, up to ``retries`` times.
@@ -18,7 +18,7 @@ import numpy as np
 from . import protocol
 from .errors import HwnetError
 
-__all__ = ["BoardClient", "SimTransport"]
+__all__ = ["BoardClient", "SimTransport", "SerialTransport"]
 
 
 class BoardClient:
@@ -173,3 +173,32 @@ class SimTransport:
             self._sim.run_until(self._now)
         data, self._received = bytes(self._received), bytearray()
         return data
+
+
+class SerialTransport:
+    """A transport over a serial port (pyserial's ``serial_for_url``: a device such as ``/dev/ttyUSB1`` or
+    ``COM3``, or a URL such as ``loop://``), 8N1 at ``baud``. Time is real time."""
+
+    def __init__(self, port, *, baud):
+        import serial
+        try:
+            self._port = serial.serial_for_url(port, baudrate=baud, timeout=0)
+        except (serial.SerialException, ValueError) as exc:
+            raise HwnetError(f"cannot open serial port {port!r}: {exc}; check the board is plugged in and the "
+                             f"port name (ls /dev/ttyUSB* /dev/ttyACM*)") from None
+        self._port.reset_input_buffer()
+
+    def write(self, data):
+        self._port.write(bytes(data))
+        self._port.flush()
+
+    def read(self, timeout):
+        """The bytes that arrive within ``timeout`` seconds: waits for the first, then takes what is waiting."""
+        self._port.timeout = timeout
+        first = self._port.read(1)
+        if not first:
+            return b""
+        return first + self._port.read(self._port.in_waiting)
+
+    def close(self):
+        self._port.close()

@@ -31,7 +31,7 @@ import functools
 import operator
 
 from amaranth.build import Attrs, Pins, Resource, Subsignal
-from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, ClockDomain, Const, Elaboratable, Module, Mux, Signal
 from amaranth.lib import fifo, io, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -350,8 +350,8 @@ class BoardPlatformTop(Elaboratable):
     divisor : int
         Clock cycles per UART bit at the design's clock.
     clock : Elaboratable or None
-        None: the platform's default clock domain (the board clock). Otherwise a clock generator that creates
-        the ``sync`` domain itself (:class:`hwnet.gateware.pll.PllClock`).
+        None: the platform's default clock domain (the board clock). Otherwise a clock generator that drives
+        its ``domain`` (:class:`hwnet.gateware.pll.PllClock`), which this top defines.
     """
 
     def __init__(self, *, plan, board, divisor, clock=None):
@@ -362,7 +362,8 @@ class BoardPlatformTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.board = core = self.core
-        if self.clock is not None:
+        if self.clock is not None:  # the clock generator drives the domain defined here
+            m.domains += ClockDomain(self.clock.domain)
             m.submodules.clock = self.clock
         if self.board.uart_pins is not None:
             conn, number, tx, rx, _ = self.board.uart_pins
