@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.hwnet-installed
 BENCH_STAMP = $(VENV)/.hwnet-bench-installed
 JOBS   ?= 2
 
-.PHONY: demo test test-fast bench bench-pe bench-methods bench-estimate bench-roofline install clean
+.PHONY: demo test test-fast bench bench-pe bench-methods bench-estimate bench-roofline bench-boards install clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ bench-estimate: $(STAMP)
 
 bench-roofline: $(STAMP)
 	$(BIN)/python bench/bench_roofline.py
+
+bench-boards: $(STAMP)
+	$(BIN)/python bench/bench_boards.py
 
 # The training-methods benchmark needs the bench extra (Brevitas, for its baseline) on top of the install.
 $(BENCH_STAMP): $(STAMP)

@@ -160,3 +160,56 @@ def test_programmer_vars_match_amaranth_boards():
     for board in BOARD_TARGETS.values():
         source = inspect.getsource(type(board.make_platform()).toolchain_program)
         assert PROGRAMMER_VARS[board.programmer] in source, board.name
+
+
+def test_run_over_a_serial_port_against_the_simulated_board_top(small_plan, tmp_path, capsys):
+    # `hwnet run` through pyserial on a real tty: a pseudo-terminal whose other end a thread bridges to the board
+    # top simulated bit by bit on its UART pins (the bytes, not the frames, cross the bridge)
+    import os
+    import threading
+    import time
+    import tty
+    from hwnet import golden, ir
+    from hwnet.gateware.board import BoardTop
+    from hwnet.gateware.testing import random_inputs
+    from hwnet.host import SimTransport
+    network = small_plan.network
+    build = tmp_path / "build"
+    (build / "design").mkdir(parents=True)
+    ir.save(network, build / "design" / "network.npz")
+    (build / "board.json").write_text(json.dumps({"board": "icebreaker", "uart": {"baud": 115200}}))
+    x = random_inputs(np.random.default_rng(5), network, 4)
+    np.save(tmp_path / "x.npy", x)
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    board = SimTransport(BoardTop(plan=compiler.plan(network), divisor=4, leds=7))
+    stop = threading.Event()
+
+    def bridge():
+        os.set_blocking(master, False)
+        while not stop.is_set():
+            try:
+                data = os.read(master, 4096)
+            except BlockingIOError:
+                data = b""
+            if data:
+                board.write(data)
+            out = board.read(400e-6)  # 400 simulated cycles
+            if out:
+                os.write(master, out)
+            elif not data:
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=bridge, daemon=True)
+    thread.start()
+    try:
+        rc = main(["run", str(tmp_path / "x.npy"), "--board", "icebreaker", "--port", os.ttyname(slave),
+                   "--build", str(build), "--timeout", "10", "--outputs", str(tmp_path / "y.npy")])
+    finally:
+        stop.set()
+        thread.join(5)
+        os.close(master)
+        os.close(slave)
+    assert rc == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), golden.execute(network, x))
+    assert "0 elements in 0 of 4 vectors" in capsys.readouterr().out

@@ -160,6 +160,8 @@ class BoardTop(wiring.Component):
         m.d.comb += busy.eq(replies.r_rdy | in_queue.r_rdy | offer | (packed != 0) | (beats_in != 0) | sending)
         received = Signal(range(info.input_payload))
         crc_lo = Signal(8)
+        rx_crc_next = Signal(16)  # one CRC step for every byte received (the states choose when it counts)
+        m.d.comb += rx_crc_next.eq(_crc_step(crc, byte))
         push = Signal()
         push_kind, push_code = Signal(2), Signal(3)
         m.d.comb += [replies.w_data.eq(Cat(push_kind, hdr[2], push_code)), replies.w_en.eq(push)]
@@ -180,7 +182,7 @@ class BoardTop(wiring.Component):
                         m.next = "HUNT"
             with m.State("HEADER"):
                 with m.If(got):
-                    m.d.sync += [hdr[idx].eq(byte), idx.eq(idx + 1), crc.eq(_crc_step(crc, byte))]
+                    m.d.sync += [hdr[idx].eq(byte), idx.eq(idx + 1), crc.eq(rx_crc_next)]
                     with m.If((idx == 0) & (byte == protocol.SYNC[0])):  # garbage ended in the sync: resync
                         m.next = "SYNC1"
                     with m.Elif(idx == 4):
@@ -211,7 +213,7 @@ class BoardTop(wiring.Component):
             with m.State("PAYLOAD"):
                 m.d.comb += [in_queue.w_data.eq(byte), in_queue.w_en.eq(got)]
                 with m.If(got):
-                    m.d.sync += [crc.eq(_crc_step(crc, byte)), received.eq(received + 1)]
+                    m.d.sync += [crc.eq(rx_crc_next), received.eq(received + 1)]
                     with m.If(received == info.input_payload - 1):
                         m.next = "CRC0"
             with m.State("CRC0"):
@@ -240,6 +242,8 @@ class BoardTop(wiring.Component):
         tx_byte = Signal(8)
         tx_valid = Signal()
         m.d.comb += [utx.i.payload.eq(tx_byte), utx.i.valid.eq(tx_valid)]
+        tx_crc_next = Signal(16)  # one CRC step for every byte sent (the states choose when it counts)
+        m.d.comb += tx_crc_next.eq(_crc_step(out_crc, tx_byte))
         sent = tx_valid & utx.i.ready
         frame_type = Mux(kind == _KIND_RESULT, protocol.RESULT,
                          Mux(kind == _KIND_INFO, protocol.INFO_REPLY, protocol.ERROR))
@@ -296,7 +300,7 @@ class BoardTop(wiring.Component):
                     with m.If(pos == 1):
                         m.d.sync += out_crc.eq(0xFFFF)
                     with m.Elif(pos >= 2):
-                        m.d.sync += out_crc.eq(_crc_step(out_crc, header[pos]))
+                        m.d.sync += out_crc.eq(tx_crc_next)
                     with m.If(pos == 6):
                         m.d.sync += pos.eq(0)
                         m.next = "PAYLOAD"
@@ -310,7 +314,7 @@ class BoardTop(wiring.Component):
                     with m.Else():
                         send(out_beat[:8])
                         with m.If(sent):
-                            m.d.sync += [out_beat.eq(out_beat >> 8), out_crc.eq(_crc_step(out_crc, out_beat[:8])),
+                            m.d.sync += [out_beat.eq(out_beat >> 8), out_crc.eq(tx_crc_next),
                                          pos.eq(Mux(pos == out_bytes, 0, pos + 1))]
                             with m.If(pos == out_bytes):
                                 m.d.sync += beats_out.eq(beats_out + 1)
@@ -319,13 +323,13 @@ class BoardTop(wiring.Component):
                 with m.Elif(kind == _KIND_INFO):
                     send(info_bytes[pos])
                     with m.If(sent):
-                        m.d.sync += [pos.eq(pos + 1), out_crc.eq(_crc_step(out_crc, info_bytes[pos]))]
+                        m.d.sync += [pos.eq(pos + 1), out_crc.eq(tx_crc_next)]
                         with m.If(pos == protocol.INFO_BYTES - 1):
                             m.next = "CRC0"
                 with m.Else():
                     send(code)
                     with m.If(sent):
-                        m.d.sync += out_crc.eq(_crc_step(out_crc, code))
+                        m.d.sync += out_crc.eq(tx_crc_next)
                         m.next = "CRC0"
             with m.State("CRC0"):
                 send(out_crc[:8])
