@@ -239,7 +239,9 @@ def build_board(network, board, out_dir, *, force=False, target_cycles=None, clo
     if clock_mhz is not None and not clock_mhz > 0:
         raise HwnetError(f"--clock-mhz must be positive, got {clock_mhz}")
     uart_divisor(board.clock_hz if clock_mhz is None else clock_mhz * 1e6, baud)  # a bad baud fails first
-    requested = None if clock_mhz is None else _pll_or_board(board, clock_mhz * 1e6)
+    requested = None if clock_mhz is None else _pll_or_board(board, clock_mhz * 1e6, baud)
+    if requested is not None:
+        uart_divisor(requested[0], baud)  # the clock the PLL makes must make the baud rate too
 
     # 1. auto-folding, with room for the board top (its input beat depends on the folding: fold again if needed)
     input_bits = network.input_type.bits
@@ -283,12 +285,12 @@ def build_board(network, board, out_dir, *, force=False, target_cycles=None, clo
             first = attempt(board.clock_hz, None, "board clock")
             fmax = min(a for a, _ in first["clocks"].values()) * 1e6 if first["clocks"] else None
             if pll and fmax and (not first["met"] or fmax >= PLL_GAIN * board.clock_hz):
-                target = _pll_or_board(board, PLL_MARGIN * fmax, below=True)
+                target = _pll_or_board(board, PLL_MARGIN * fmax, baud, below=True)
                 if target is not None and target[1] is not None:
                     second = attempt(target[0], target[1], "PLL" if first["met"] else "PLL, slower")
                     if not second["met"] and not first["met"]:
                         fmax2 = min(a for a, _ in second["clocks"].values()) * 1e6
-                        third = _pll_or_board(board, PLL_MARGIN * fmax2, below=True)
+                        third = _pll_or_board(board, PLL_MARGIN * fmax2, baud, below=True)
                         if third is not None and third[1] is not None:
                             attempt(third[0], third[1], "PLL, slower")
         met = [a for a in attempts if a["met"]]
@@ -312,9 +314,10 @@ def build_board(network, board, out_dir, *, force=False, target_cycles=None, clo
                       clock_hz=kept["clock_hz"], pll=kept["pll"], timing_met=kept["met"], report=summary)
 
 
-def _pll_or_board(board, f_hz, below=False):
+def _pll_or_board(board, f_hz, baud, below=False):
     """(achieved Hz, PLL parameters or None) for a design clock of ``f_hz``: the board clock when it is that, else
-    the PLL's closest frequency (with ``below``: the closest not above ``f_hz``; None when there is none)."""
+    the PLL's closest frequency (with ``below``: the closest not above ``f_hz`` that makes ``baud``; None when
+    there is none)."""
     if abs(f_hz - board.clock_hz) < 1e3:
         return board.clock_hz, None
     from .gateware.pll import ecp5_pll_params, ice40_pll_params
@@ -328,6 +331,11 @@ def _pll_or_board(board, f_hz, below=False):
                 return None
             raise
         if not below or params.f_out_hz <= f_hz:
+            if below:  # a clock tried on the way must still make the baud rate
+                try:
+                    uart_divisor(params.f_out_hz, baud)
+                except HwnetError:
+                    return None
             return params.f_out_hz, params
         want *= 0.99
     return None

@@ -213,3 +213,18 @@ def test_run_over_a_serial_port_against_the_simulated_board_top(small_plan, tmp_
     assert rc == 0
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), golden.execute(network, x))
     assert "0 elements in 0 of 4 vectors" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["icebreaker", "upduino-v3", "icestick", "ulx3s-85f", "orangecrab-25f", "ecpix5-45f"])
+def test_clock_choice(name):
+    # the board clock itself needs no PLL; a PLL clock chosen `below` a target never exceeds it and makes the baud
+    from hwnet.build import _pll_or_board
+    board = get_board(name)
+    assert _pll_or_board(board, board.clock_hz, 115200) == (board.clock_hz, None)
+    for target in (17e6, 31.7e6, 60e6, 99e6):
+        hz, params = _pll_or_board(board, target, 115200, below=True)
+        assert hz <= target and params.f_out_hz == hz and params.f_in_hz == board.pll_in_hz
+        assert target - hz < 0.1 * target  # and not far below it
+        uart_divisor(hz, 115200)
+    with pytest.raises(HwnetError, match="out of range"):
+        _pll_or_board(board, 500e6, 115200)
