@@ -76,10 +76,9 @@ class Board:
 
     @property
     def budget(self):
-        """The part's resources (:class:`hwnet.autofold.Budget`) without SPRAM: the board top cannot load the SPRAM
-        pool yet, so weights stay in block RAM and logic."""
-        from dataclasses import replace
-        return replace(PARTS[self.part], spram=0)
+        """The part's resources (:class:`hwnet.autofold.Budget`); on an iCE40UP the SPRAM pool too, which the host
+        loads over the serial link (``LOAD`` frames) before the first inference."""
+        return PARTS[self.part]
 
     @property
     def family(self):

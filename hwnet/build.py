@@ -58,12 +58,16 @@ _QUEUE_BYTES = {"ice40": 512, "ecp5": 2048}
 
 
 def board_top_reserve(budget, network, input_bits):
-    """``budget`` less the board top's cost (:data:`_TOP_COST`, ``input_bits`` packer flip-flops and the payload
-    queue's block RAMs) for ``network``: what auto-folding may give the network."""
+    """``budget`` less the board top's cost (:data:`_TOP_COST`, ``input_bits`` packer flip-flops, the payload
+    queue's block RAMs and, on a part with SPRAM, the loader of the SPRAM image) for ``network``: what auto-folding
+    may give the network."""
     cost = _TOP_COST[budget.family]
     payload = math.ceil(network.input_size * network.input_type.bits / 8) + 8
     ebr = math.ceil(payload / _QUEUE_BYTES[budget.family]) if payload > 64 else 0
     ff = cost["ff"] + input_bits
+    if budget.spram:  # the SPRAM loader: its 128-byte chunk queue and the 64-bit word it assembles
+        ebr += 1
+        ff += 100
     lut4 = cost["lut4"] + (0.85 * ff if budget.family == "ice40" else 0)  # iCE40 logic cells (Budget.logic)
     if budget.lut4 - lut4 < 1 or budget.ebr - ebr < 0:
         raise HwnetError(f"{budget.name} is too small for the board top alone (about {lut4:.0f} LUT4 and {ebr} "

@@ -249,6 +249,10 @@ def _run(args):
     client = BoardClient(transport, plan, timeout=args.timeout)
     info = client.check()
     _say(f"{board.title} on {args.port} holds design {info.design_id:#010x} ({network.name}); {len(x)} inputs")
+    if plan.spram_words:
+        t0 = time.monotonic()
+        frames = client.load(progress=lambda n, total: _say(f"  SPRAM image: {n}/{total} words loaded"))
+        _say(f"SPRAM image of {plan.spram_words} words loaded in {time.monotonic() - t0:.1f} s ({frames} frames)")
     expected = golden.execute(network, x)
     t0 = time.monotonic()
     rows = []

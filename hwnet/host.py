@@ -43,7 +43,7 @@ class BoardClient:
         self.timeout, self.retries = timeout, retries
         self._seq = 0
         lengths = {protocol.RESULT: self.expected.output_payload, protocol.INFO_REPLY: protocol.INFO_BYTES,
-                   protocol.ERROR: 1}
+                   protocol.LOADED: protocol.LOADED_BYTES, protocol.ERROR: 1}
         self._parser = protocol.FrameParser(lengths)
         self._frames = deque()
         self.errors = []  # (seq, ERRORS code) of every error reply seen, for the record
@@ -91,6 +91,27 @@ class BoardClient:
                              f"{got.input_lanes} inputs) than {self.plan.name!r} (id {self.expected.design_id:#010x}); "
                              f"program it with this design's bitstream")
         return got
+
+    def load(self, progress=None):
+        """Load the design's SPRAM image (nothing for a design without one) with ``LOAD`` frames, from where the board
+        says it is (a board that has it all answers the first chunk with the whole count). Returns the number of
+        ``LOAD`` frames that were answered."""
+        if not self.plan.spram_words:
+            return 0
+        image = self.plan.spram_image()
+        frames, count = 0, 0
+        while True:
+            reply = self._exchange(protocol.LOAD, protocol.load_payload(image, count), protocol.LOADED)
+            new = int.from_bytes(reply, "little")
+            if new > len(image) or new < count:
+                raise HwnetError(f"the board says it holds {new} SPRAM words after {count} of {len(image)}; "
+                                 f"reprogram it")
+            frames += 1
+            count = new
+            if progress and (count == len(image) or count % (64 * protocol.LOAD_WORDS) == 0):
+                progress(count, len(image))
+            if count == len(image):
+                return frames
 
     def infer(self, x):
         """The network's outputs (values, int64) for one input vector ``x`` (legal input values)."""

@@ -12,9 +12,17 @@ over ``version .. payload``. ``seq`` is the host's frame number; a reply echoes 
 Types:
 
 - host to board: ``INFER`` (payload: one input vector, :func:`pack_beats` of the network's input codes),
-  ``INFO`` (empty payload);
+  ``INFO`` (empty payload), ``LOAD`` (designs with weights in SPRAM: :func:`load_payload`, the 32-bit word
+  offset of the chunk and :data:`LOAD_WORDS` 64-bit words of the SPRAM image, little-endian, the last chunk
+  padded with zero words);
 - board to host: ``RESULT`` (payload: the output vector, packed the same way), ``INFO_REPLY`` (payload:
-  :class:`DesignInfo`), ``ERROR`` (payload: one code byte, :data:`ERRORS`).
+  :class:`DesignInfo`), ``LOADED`` (payload: the 32-bit count of SPRAM words loaded), ``ERROR`` (payload: one
+  code byte, :data:`ERRORS`).
+
+Loading is idempotent: the board takes a ``LOAD`` chunk only when its CRC is good and its offset is the count
+loaded so far (it holds the chunk until the CRC has arrived), and always answers with the count, so a lost reply or
+a repeated chunk never loads a word twice; the host goes on from the count it is told. An ``INFER`` before the
+whole image is loaded is answered ``ERROR`` (weights not loaded).
 
 A receiver hunts for the two sync bytes, reads the header, and checks the version, the type and the length
 (for ``INFER``: exactly the design's input payload; ``INFO``: 0) before it takes the payload: a bad header is
@@ -34,16 +42,24 @@ import numpy as np
 
 from .errors import HwnetError
 
-__all__ = ["SYNC", "VERSION", "INFER", "INFO", "RESULT", "INFO_REPLY", "ERROR", "ERRORS", "crc16", "encode_frame",
-           "Frame", "FrameParser", "DesignInfo", "pack_beats", "unpack_beats", "beat_bytes"]
+__all__ = ["SYNC", "VERSION", "INFER", "INFO", "LOAD", "RESULT", "INFO_REPLY", "LOADED", "ERROR", "ERRORS",
+           "LOAD_WORDS", "crc16", "encode_frame", "Frame", "FrameParser", "DesignInfo", "pack_beats", "unpack_beats",
+           "beat_bytes", "load_payload"]
 
 SYNC = b"\xa5\x5a"
 VERSION = 1
-INFER, INFO = 0x01, 0x02
-RESULT, INFO_REPLY, ERROR = 0x81, 0x82, 0xE0
+INFER, INFO, LOAD = 0x01, 0x02, 0x03
+RESULT, INFO_REPLY, LOADED, ERROR = 0x81, 0x82, 0x83, 0xE0
 #: ``ERROR`` payload codes.
-ERRORS = {1: "bad CRC", 2: "bad version", 3: "unknown type", 4: "bad length", 5: "input overrun"}
-BAD_CRC, BAD_VERSION, BAD_TYPE, BAD_LENGTH, OVERRUN = 1, 2, 3, 4, 5
+ERRORS = {1: "bad CRC", 2: "bad version", 3: "unknown type", 4: "bad length", 5: "input overrun",
+          6: "weights not loaded"}
+BAD_CRC, BAD_VERSION, BAD_TYPE, BAD_LENGTH, OVERRUN, NOT_LOADED = 1, 2, 3, 4, 5, 6
+#: SPRAM image words per ``LOAD`` frame.
+LOAD_WORDS = 16
+#: Bytes of a ``LOAD`` payload: the offset and the words.
+LOAD_BYTES = 4 + 8 * LOAD_WORDS
+#: Bytes of a ``LOADED`` payload.
+LOADED_BYTES = 4
 #: The longest payload a parser accepts.
 MAX_PAYLOAD = 1 << 15
 
@@ -186,3 +202,11 @@ class DesignInfo:
 
 
 INFO_BYTES = struct.calcsize(DesignInfo._FORMAT)
+
+
+def load_payload(image, offset):
+    """The ``LOAD`` payload of the chunk of the SPRAM ``image`` (a sequence of 64-bit words) at word ``offset``:
+    the offset and :data:`LOAD_WORDS` words, little-endian, zero words past the image's end."""
+    words = list(image[offset:offset + LOAD_WORDS])
+    words += [0] * (LOAD_WORDS - len(words))
+    return struct.pack("<I", offset) + b"".join(int(w).to_bytes(8, "little") for w in words)

@@ -192,3 +192,78 @@ def test_design_id_hashes_the_network():
     assert top.info.design_id == binascii.crc32(__import__("hwnet").ir.to_bytes(net)) & 0xFFFFFFFF
     with pytest.raises(HwnetError, match=r"^divisor=2 clock cycles per bit is too few"):
         BoardTop(plan=plan, divisor=2)
+
+
+# -- a design with weights in SPRAM: the image loaded over the link ----------------------------------------------
+
+def _spram_board(seed):
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, input_size=32, hidden=[16], outputs=8, input_type="uint4", max_cycles=64)
+    streamed = {"fc0": (1, 16), "fc1": (1, 8)}  # 32 + 16 words of 16 and 8 bits: three LOAD chunks
+    layers = [layer.replace(pe=streamed[layer.name][0], simd=streamed[layer.name][1], weight_storage="spram")
+              if layer.name in streamed else layer for layer in net.layers]
+    net = net.replace_layers(layers)
+    plan = compiler.plan(net)
+    assert plan.spram_words == 48 > 2 * protocol.LOAD_WORDS
+    return net, plan, BoardTop(plan=plan, divisor=4), rng
+
+
+def test_spram_image_loads_over_the_link_then_inference_is_bit_exact():
+    net, plan, top, rng = _spram_board(80)
+    client = BoardClient(SimTransport(top), plan, timeout=0.05, retries=1)
+    x = rng.choice(net.input_type.values(), size=(6, net.input_size))
+    with pytest.raises(HwnetError, match="did not answer"):
+        client.infer(x[0])  # not loaded yet
+    assert client.errors[-1][1] == protocol.NOT_LOADED
+    seen = []
+    assert client.load(progress=lambda n, total: seen.append((n, total))) == 3  # chunks of 16, 16 and 16 words
+    assert seen[-1] == (48, 48)
+    assert client.load() == 1  # loaded already: the board answers the first chunk with the whole count
+    np.testing.assert_array_equal(client.infer_batch(x), golden.execute(net, x))
+
+
+def test_spram_load_survives_a_corrupted_line_and_never_loads_a_word_twice():
+    net, plan, top, rng = _spram_board(81)
+    writes = {"n": 0}
+
+    def noise(g, data):
+        # the 2nd frame's payload bit flipped (bad CRC: the chunk is dropped), the 3rd cut short (no reply: resent),
+        # garbage before every frame
+        writes["n"] += 1
+        data = bytearray(data)
+        if writes["n"] == 2:
+            data[20] ^= 0x04
+        if writes["n"] == 3:
+            data = data[:30]
+        return bytes(g.integers(0, 256, size=int(g.integers(1, 6)))) + bytes(data)
+
+    transport = SimTransport(top, noise=noise, seed=4)
+    client = BoardClient(transport, plan, timeout=0.05)
+    assert client.load() == 3  # answered chunks: the dropped and the cut one were resent
+    assert protocol.BAD_CRC in [code for _, code in client.errors]
+    x = rng.choice(net.input_type.values(), size=(4, net.input_size))
+    np.testing.assert_array_equal(client.infer_batch(x), golden.execute(net, x))
+
+
+def test_spram_chunks_out_of_order_are_not_taken():
+    net, plan, top, _ = _spram_board(82)
+    transport = SimTransport(top)
+    parser = protocol.FrameParser({protocol.LOADED: 4, protocol.ERROR: 1})
+    image = plan.spram_image()
+
+    def exchange(seq, payload):
+        transport.write(protocol.encode_frame(protocol.LOAD, seq, payload))
+        for _ in range(60):
+            frames = [f for f in parser.feed(transport.read(0.002)) if f.ok]
+            if frames:
+                return frames[0].kind, frames[0].payload
+        return None
+
+    count = lambda n: (protocol.LOADED, n.to_bytes(4, "little"))  # noqa: E731
+    assert exchange(1, protocol.load_payload(image, 16)) == count(0)   # ahead of the count: not taken
+    assert exchange(2, protocol.load_payload(image, 0)) == count(16)
+    assert exchange(3, protocol.load_payload(image, 0)) == count(16)   # a repeat: not taken again
+    assert exchange(4, protocol.load_payload(image, 16)) == count(32)
+    assert exchange(5, protocol.load_payload(image, 32)) == count(48)  # the last, short chunk
+    assert exchange(6, protocol.load_payload(image, 32)) == count(48)
+    assert exchange(7, b"\x00" * 5) == (protocol.ERROR, bytes([protocol.BAD_LENGTH]))

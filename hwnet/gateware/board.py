@@ -44,7 +44,7 @@ from .uart import UartRx, UartTx, check_divisor
 
 __all__ = ["BoardTop", "BoardPlatformTop"]
 
-_KIND_RESULT, _KIND_INFO, _KIND_ERROR = 0, 1, 2
+_KIND_RESULT, _KIND_INFO, _KIND_ERROR, _KIND_LOADED = 0, 1, 2, 3
 
 
 def _crc_byte_py(crc, byte):
@@ -77,11 +77,15 @@ class BoardTop(wiring.Component):
     Parameters
     ----------
     plan : :class:`~hwnet.compiler.DesignPlan`
-        The network; a design that streams weights from SPRAM is refused (its pool must be loaded first).
+        The network. A design that streams weights from SPRAM takes its image in ``LOAD`` frames after reset
+        (:mod:`hwnet.protocol`); until it has all of it, ``INFER`` is answered ``ERROR`` (weights not loaded).
     divisor : int
         Clock cycles per UART bit (``clock / baud``), at least 4.
     leds : int
         LED outputs; the class index, truncated to them.
+    spram_primitive : bool
+        Build the SPRAM pool from ``SB_SPRAM256KA`` instances (an iCE40UP board) rather than a behavioural memory
+        (simulation).
 
     Members
     -------
@@ -92,15 +96,13 @@ class BoardTop(wiring.Component):
         What the top answers to ``INFO``.
     """
 
-    def __init__(self, *, plan, divisor, leds=8):
+    def __init__(self, *, plan, divisor, leds=8, spram_primitive=False):
         with validating(self):
             if not isinstance(plan, DesignPlan):
                 raise HwnetError(f"BoardTop needs a DesignPlan from hwnet.compiler.plan, not {type(plan).__name__}")
-            if plan.spram_words:
-                raise HwnetError("a board top for a design with weights in SPRAM is not built yet (the pool must be "
-                                 "loaded after reset); keep the weights in block RAM")
             self._divisor = check_divisor(divisor)
             self._leds = check_positive_int(leds, "leds")
+        self._spram_primitive = bool(spram_primitive)
         self._plan = plan
         self._info = protocol.DesignInfo.of_plan(plan)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(self._leds)})
@@ -120,7 +122,7 @@ class BoardTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan, info = self._plan, self._info
-        m.submodules.net = net = NetworkTop(plan=plan)
+        m.submodules.net = net = NetworkTop(plan=plan, spram_primitive=self._spram_primitive)
         m.submodules.uart_rx = urx = UartRx(divisor=self._divisor)
         m.submodules.uart_tx = utx = UartTx(divisor=self._divisor)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
@@ -149,6 +151,37 @@ class BoardTop(wiring.Component):
         # replies in frame order: (kind, seq, code)
         m.submodules.replies = replies = fifo.SyncFIFOBuffered(width=2 + 8 + 3, depth=4)
 
+        # the SPRAM image, loaded by LOAD frames: a chunk's words wait in a queue until its CRC has arrived, then
+        # go to the network's load port if the chunk is the next one (its offset is the count loaded), else are
+        # dropped; `loaded` counts the words taken
+        total = plan.spram_words
+        loaded = Signal(range(total + 1))
+        loaded_all = loaded == total
+        ack = Signal(32)
+        load_busy = Const(0)
+        if total:
+            m.submodules.load_queue = load_queue = fifo.SyncFIFOBuffered(width=8, depth=8 * protocol.LOAD_WORDS)
+            word = Signal(64)
+            word_bytes = Signal(range(8))
+            word_valid = Signal()
+            commit = Signal(range(protocol.LOAD_WORDS + 1))
+            flushing = Signal()
+            remaining = Signal(range(total + 1))
+            m.d.comb += [net.load.payload.eq(word), net.load.valid.eq(word_valid), remaining.eq(total - loaded),
+                         load_queue.r_en.eq(flushing & ~word_valid)]
+            with m.If(word_valid):
+                with m.If(net.load.ready):
+                    m.d.sync += [word_valid.eq(0), loaded.eq(loaded + 1)]
+            with m.Elif(flushing):
+                with m.If(load_queue.r_rdy):
+                    with m.If(commit != 0):  # bytes arrive lowest first: shift right, the new byte on top
+                        m.d.sync += [word.eq(Cat(word[8:], load_queue.r_data)), word_bytes.eq(word_bytes + 1)]
+                        with m.If(word_bytes == 7):
+                            m.d.sync += [word_valid.eq(1), commit.eq(commit - 1)]
+                with m.Elif(commit == 0):
+                    m.d.sync += flushing.eq(0)
+            load_busy = load_queue.r_rdy | flushing | word_valid
+
         # -- receiver ------------------------------------------------------------------------------------------------
         byte = urx.o.payload
         got = Signal()
@@ -157,8 +190,10 @@ class BoardTop(wiring.Component):
         hdr = Array(Signal(8, name=f"hdr{k}") for k in range(5))  # version, type, seq, length lo, hi
         idx = Signal(range(5))
         busy, sending = Signal(), Signal()
-        m.d.comb += busy.eq(replies.r_rdy | in_queue.r_rdy | offer | (packed != 0) | (beats_in != 0) | sending)
-        received = Signal(range(info.input_payload))
+        m.d.comb += busy.eq(replies.r_rdy | in_queue.r_rdy | offer | (packed != 0) | (beats_in != 0) | sending
+                            | load_busy)
+        received = Signal(range(max(info.input_payload, protocol.LOAD_BYTES)))
+        offset = Signal(32)
         crc_lo = Signal(8)
         rx_crc_next = Signal(16)  # one CRC step for every byte received (the states choose when it counts)
         m.d.comb += rx_crc_next.eq(_crc_step(crc, byte))
@@ -198,9 +233,23 @@ class BoardTop(wiring.Component):
                             with m.Elif(busy):
                                 reply(_KIND_ERROR, protocol.OVERRUN)
                                 m.next = "HUNT"
+                            with m.Elif(~loaded_all):
+                                reply(_KIND_ERROR, protocol.NOT_LOADED)
+                                m.next = "HUNT"
                             with m.Else():
                                 m.d.sync += received.eq(0)
                                 m.next = "PAYLOAD"
+                        if total:
+                            with m.Elif(hdr[1] == protocol.LOAD):
+                                with m.If(full_length != protocol.LOAD_BYTES):
+                                    reply(_KIND_ERROR, protocol.BAD_LENGTH)
+                                    m.next = "HUNT"
+                                with m.Elif(busy):
+                                    reply(_KIND_ERROR, protocol.OVERRUN)
+                                    m.next = "HUNT"
+                                with m.Else():
+                                    m.d.sync += received.eq(0)
+                                    m.next = "LOAD"
                         with m.Elif(hdr[1] == protocol.INFO):
                             with m.If(full_length != 0):
                                 reply(_KIND_ERROR, protocol.BAD_LENGTH)
@@ -216,6 +265,15 @@ class BoardTop(wiring.Component):
                     m.d.sync += [crc.eq(rx_crc_next), received.eq(received + 1)]
                     with m.If(received == info.input_payload - 1):
                         m.next = "CRC0"
+            if total:
+                with m.State("LOAD"):  # the offset (4 bytes), then the words into the load queue
+                    m.d.comb += [load_queue.w_data.eq(byte), load_queue.w_en.eq(got & (received >= 4))]
+                    with m.If(got):
+                        m.d.sync += [crc.eq(rx_crc_next), received.eq(received + 1)]
+                        with m.If(received < 4):
+                            m.d.sync += offset.eq(Cat(offset[8:], byte))
+                        with m.If(received == protocol.LOAD_BYTES - 1):
+                            m.next = "CRC0"
             with m.State("CRC0"):
                 with m.If(got):
                     m.d.sync += crc_lo.eq(byte)
@@ -225,6 +283,15 @@ class BoardTop(wiring.Component):
                     ok = Cat(crc_lo, byte) == crc
                     with m.If(hdr[1] == protocol.INFER):
                         reply(_KIND_RESULT, Mux(ok, 0, protocol.BAD_CRC))
+                    if total:
+                        with m.Elif(hdr[1] == protocol.LOAD):
+                            take = Mux(ok & (offset == loaded),
+                                       Mux(remaining < protocol.LOAD_WORDS, remaining, protocol.LOAD_WORDS), 0)
+                            m.d.sync += [commit.eq(take), flushing.eq(1), ack.eq(loaded + take)]
+                            with m.If(ok):
+                                reply(_KIND_LOADED, 0)
+                            with m.Else():
+                                reply(_KIND_ERROR, protocol.BAD_CRC)
                     with m.Elif(ok):
                         reply(_KIND_INFO, 0)
                     with m.Else():
@@ -246,10 +313,13 @@ class BoardTop(wiring.Component):
         m.d.comb += tx_crc_next.eq(_crc_step(out_crc, tx_byte))
         sent = tx_valid & utx.i.ready
         frame_type = Mux(kind == _KIND_RESULT, protocol.RESULT,
-                         Mux(kind == _KIND_INFO, protocol.INFO_REPLY, protocol.ERROR))
+                         Mux(kind == _KIND_INFO, protocol.INFO_REPLY,
+                             Mux(kind == _KIND_LOADED, protocol.LOADED, protocol.ERROR)))
         frame_len = Signal(16)
         m.d.comb += frame_len.eq(Mux(kind == _KIND_RESULT, info.output_payload,
-                                     Mux(kind == _KIND_INFO, protocol.INFO_BYTES, 1)))
+                                     Mux(kind == _KIND_INFO, protocol.INFO_BYTES,
+                                         Mux(kind == _KIND_LOADED, protocol.LOADED_BYTES, 1))))
+        ack_bytes = Array(ack[8 * k:8 * k + 8] for k in range(protocol.LOADED_BYTES))
         info_bytes = Array(Const(b, 8) for b in info.encode())
         take_beat = Signal()
         m.d.comb += net.o.ready.eq(take_beat)
@@ -320,6 +390,12 @@ class BoardTop(wiring.Component):
                                 m.d.sync += beats_out.eq(beats_out + 1)
                                 with m.If(beats_out == plan.output_beats - 1):
                                     m.next = "CRC0"
+                with m.Elif(kind == _KIND_LOADED):
+                    send(ack_bytes[pos])
+                    with m.If(sent):
+                        m.d.sync += [pos.eq(pos + 1), out_crc.eq(tx_crc_next)]
+                        with m.If(pos == protocol.LOADED_BYTES - 1):
+                            m.next = "CRC0"
                 with m.Elif(kind == _KIND_INFO):
                     send(info_bytes[pos])
                     with m.If(sent):
@@ -361,7 +437,8 @@ class BoardPlatformTop(Elaboratable):
     def __init__(self, *, plan, board, divisor, clock=None):
         self.board = board
         self.clock = clock
-        self.core = BoardTop(plan=plan, divisor=divisor, leds=len(board.leds))
+        self.core = BoardTop(plan=plan, divisor=divisor, leds=len(board.leds),
+                             spram_primitive=board.family == "ice40")
 
     def elaborate(self, platform):
         m = Module()
