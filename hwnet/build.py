@@ -127,7 +127,7 @@ def _run_platform_build(board, plan, *, clock_hz, pll, baud, build_dir, progress
     clock); returns ``(nextpnr report dict, SynthReport, notes)``."""
     from amaranth._toolchain import tool_env_var
     from .gateware.board import BoardPlatformTop
-    from .synth import MAPPED_STAT, prepass_script, read_synth_report, _run, _version
+    from .synth import MAPPED_STAT, _packing, _run, _version, prepass_script, read_synth_report
     from .toolchain import setup_environment
     setup_environment()
     divisor = uart_divisor(clock_hz, baud)
@@ -157,10 +157,12 @@ def _run_platform_build(board, plan, *, clock_hz, pll, baud, build_dir, progress
         progress(f"  {what} ({name})...")
         t0 = time.monotonic()
         error = _run([exe, *argv[1:]], str(build_dir), name)
-        if error:
-            log = {"yosys": f"{BOARD_TOP}.rpt", "nextpnr-ice40": f"{BOARD_TOP}.tim",
-                   "nextpnr-ecp5": f"{BOARD_TOP}.tim"}.get(name)
-            raise HwnetError(f"{what} failed for {board.title}: {error}" + (f" (log: {build_dir / log})" if log else ""))
+        if error:  # nextpnr's log goes to its .tim file: its utilisation after packing says what did not fit
+            log = build_dir / f"{BOARD_TOP}.tim"
+            lines = [" ".join(line.split()) for line in log.read_text().splitlines()] if log.exists() else []
+            packed = _packing(lines) if "nextpnr" in name else ""
+            raise HwnetError(f"{what} failed for {board.title}: {error}" + (f" (packed: {packed}; fold further "
+                             f"with --target-cycles or choose a larger board)" if packed else ""))
         progress(f"  {what} done in {time.monotonic() - t0:.1f} s")
     report = json.loads((build_dir / "report.json").read_text())
     synth = read_synth_report(build_dir, top=BOARD_TOP, family=board.family, yosys=_version(_tool_path("yosys")))

@@ -126,3 +126,16 @@ def test_asic_target_through_the_cli(digits_model, tmp_path, capsys):
     report = json.loads((out / "asic.json").read_text())
     assert report["multipliers"] == 0 and report["nand2_equivalents"] > report["ffs"] > 0
     assert "NAND2 equivalents" in capsys.readouterr().out
+
+
+def test_a_design_too_large_for_the_part_fails_in_place_and_route_with_its_packing(digits_model, tmp_path):
+    # auto-folding would refuse it; forced onto the iCEstick's HX1K, nextpnr fails and says what was packed
+    from hwnet import compiler
+    from hwnet.boards import get_board
+    from hwnet.build import _run_platform_build
+    from hwnet.errors import HwnetError
+    plan = compiler.plan(compiler.choose_folding(digits_model[1], 16))
+    with pytest.raises(HwnetError, match=r"place and route failed for iCEstick: .*\(packed: ICESTORM_LC \d+/1280 "
+                                         r"\(\d+%\).*fold further with --target-cycles"):
+        _run_platform_build(get_board("icestick"), plan, clock_hz=12e6, pll=None, baud=115200,
+                            build_dir=tmp_path / "b", progress=lambda msg: None)
