@@ -296,7 +296,7 @@ def test_compile_streams_named_layers_from_spram(tmp_path, capsys):
 
 
 def test_compile_and_simulate_a_cnn(tmp_path, capsys):
-    from hwnet.gateware.testing import random_cnn, random_inputs
+    from hwnet.gateware.testing import random_cnn
     rng = np.random.default_rng(4400)
     net = random_cnn(rng)
     ir.save(net, tmp_path / "cnn.npz")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hwnet import compiler, golden, ir
-from hwnet.compiler import PoolStage, WindowStage
+from hwnet.compiler import WindowStage
 from hwnet.errors import HwnetError
 from hwnet.gateware import NetworkTop
 from hwnet.gateware.testing import assert_equal_vectors, random_cnn, random_conv, random_inputs, run_plan
