@@ -139,3 +139,16 @@ def test_a_design_too_large_for_the_part_fails_in_place_and_route_with_its_packi
                                          r"\(\d+%\).*fold further with --target-cycles"):
         _run_platform_build(get_board("icestick"), plan, clock_hz=12e6, pll=None, baud=115200,
                             build_dir=tmp_path / "b", progress=lambda msg: None)
+
+
+def test_build_at_a_requested_clock(digits_model, tmp_path):
+    # --clock-mhz: one build, its PLL at the closest frequency it makes, timed there
+    out = tmp_path / "b"
+    assert main(["build", str(digits_model[0]), "--board", "icebreaker", "--out", str(out), "--target-cycles", "32",
+                 "--clock-mhz", "20"]) == 0
+    report = json.loads((out / "board.json").read_text())
+    clock = report["clock"]
+    assert [a["label"] for a in report["attempts"]] == ["requested clock"]
+    assert clock["source"] == "pll" and abs(clock["hz"] - 20e6) < 0.5e6
+    assert all(abs(n - clock["hz"] / 1e6) < 0.01 for n in clock["constraint_mhz"].values()) and clock["timing_met"]
+    assert report["uart"]["divisor"] == round(clock["hz"] / 115200)
