@@ -21,6 +21,12 @@ and dropped that vector's output (the network computed it from the payload as re
 before the CRC arrives: its output waits (backpressure) for the verdict. So no byte sequence can desynchronize
 the network from the frames, and none can deadlock the top.
 
+A design with weights in SPRAM also takes ``LOAD`` frames (the image, :data:`hwnet.protocol.LOAD_WORDS` words
+at a time): the chunk's words wait in a byte queue of their own until the CRC arrives; then, if the CRC is good and
+the chunk's offset is the count loaded so far, a packer pushes them (at most the words the image still lacks) into
+the network's ``load`` port, else they are dropped; the reply (``LOADED``) carries the count. ``INFER`` is answered
+``ERROR`` (weights not loaded) until the count is the whole image.
+
 The sender sends the queued replies in order: the header, the payload (the network's output beats, the design
 info, or the error code) and the CRC, through :class:`~hwnet.gateware.uart.UartTx`. While it sends a ``RESULT``,
 an argmax over the outputs (ties to the lowest index, signed when the output type is) sets ``leds`` to the class
