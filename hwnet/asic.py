@@ -83,8 +83,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HwnetError
-from .synth import (_IGNORED_CELLS, _cache_path, _cells, _check_top, _load_cached, _read_json, _run, _store, _tool,
-                     _version, multiplications, prepass_script)
+from .synth import (MAPPED_STAT, _IGNORED_CELLS, _cache_path, _cells, _check_top, _load_cached, _read_json,
+                    _store, _tool, _version, multiplications, prepass_script, run_yosys_script)
 
 __all__ = ["GATES", "CELL_LIBRARY", "NAND2_WEIGHTS", "AsicReport", "asic_verilog", "asic_synthesize",
            "asic_verilog_script", "asic_synth_script"]
@@ -246,9 +246,7 @@ def asic_verilog(plan, *, top="hwnet_top"):
     if cached is not None:
         return cached
     with tempfile.TemporaryDirectory(prefix="hwnet-asic-") as work:
-        Path(work, "design.v").write_text(verilog)
-        Path(work, "asic.ys").write_text(script)
-        error = _run([yosys, "-q", "-s", "asic.ys"], work, "yosys")
+        error = run_yosys_script(yosys, verilog, script, work)
         if error:
             raise HwnetError(f"yosys could not make technology-independent Verilog of top {top!r}: {error} (a bug "
                              f"in hwnet, please report it)")
@@ -278,7 +276,7 @@ def asic_synth_script(*, top):
         f"dfflegalize {ffs}",
         f"abc -g {GATES}",
         "opt_clean", f"delete t:{' t:'.join(_IGNORED_CELLS)}",
-        "tee -q -o mapped.json stat -json"]) + "\n"
+        MAPPED_STAT]) + "\n"
 
 
 def asic_synthesize(verilog, *, top="hwnet_top"):
@@ -294,9 +292,7 @@ def asic_synthesize(verilog, *, top="hwnet_top"):
     if cached is not None:
         return cached
     with tempfile.TemporaryDirectory(prefix="hwnet-asic-synth-") as work:
-        Path(work, "design.v").write_text(verilog)
-        Path(work, "synth.ys").write_text(script)
-        error = _run([yosys, "-q", "-s", "synth.ys"], work, "yosys")
+        error = run_yosys_script(yosys, verilog, script, work)
         if error:
             hint = (" (the ASIC target takes technology-independent Verilog: make it with hwnet.asic.asic_verilog)"
                     if "is not part of the design" in error else

@@ -343,10 +343,16 @@ def _run(cmd, cwd, what, output=None):
     return errors[-1] if errors else f"exit status {res.returncode}" + (f" ({lines[-1]})" if lines else "")
 
 
-def _run_yosys(yosys, verilog, script, work, *, top, family):
+def run_yosys_script(yosys, verilog, script, work):
+    """Write ``verilog`` as ``design.v`` and ``script`` in ``work`` and run the script with yosys; returns '' or
+    the error line (as :func:`_run`)."""
     Path(work, "design.v").write_text(verilog)
-    Path(work, "synth.ys").write_text(script)
-    error = _run([yosys, "-q", "-s", "synth.ys"], work, "yosys")
+    Path(work, "script.ys").write_text(script)
+    return _run([yosys, "-q", "-s", "script.ys"], work, "yosys")
+
+
+def _run_yosys(yosys, verilog, script, work, *, top, family):
+    error = run_yosys_script(yosys, verilog, script, work)
     if error:
         raise HwnetError(f"yosys synth_{family} of top {top!r} failed: {error} (fix the Verilog; if hwnet generated "
                          f"it, this is a bug in hwnet, please report it)")

@@ -210,6 +210,17 @@ class BoardTop(wiring.Component):
         def reply(kind, code):
             m.d.comb += [push.eq(1), push_kind.eq(kind), push_code.eq(code)]
 
+        def admit(checks, state):
+            """After a header: the first failing ``(bad, code)`` check is answered ``ERROR`` and the receiver hunts
+            again; with none failing it takes the frame's payload in ``state``."""
+            for k, (bad, code) in enumerate(checks):
+                with (m.If if k == 0 else m.Elif)(bad):
+                    reply(_KIND_ERROR, code)
+                    m.next = "HUNT"
+            with m.Else():
+                m.d.sync += received.eq(0)
+                m.next = state
+
         with m.FSM(name="receiver"):
             with m.State("HUNT"):
                 with m.If(got & (byte == protocol.SYNC[0])):
@@ -233,35 +244,14 @@ class BoardTop(wiring.Component):
                             reply(_KIND_ERROR, protocol.BAD_VERSION)
                             m.next = "HUNT"
                         with m.Elif(hdr[1] == protocol.INFER):
-                            with m.If(full_length != info.input_payload):
-                                reply(_KIND_ERROR, protocol.BAD_LENGTH)
-                                m.next = "HUNT"
-                            with m.Elif(busy):
-                                reply(_KIND_ERROR, protocol.OVERRUN)
-                                m.next = "HUNT"
-                            with m.Elif(~loaded_all):
-                                reply(_KIND_ERROR, protocol.NOT_LOADED)
-                                m.next = "HUNT"
-                            with m.Else():
-                                m.d.sync += received.eq(0)
-                                m.next = "PAYLOAD"
+                            admit([(full_length != info.input_payload, protocol.BAD_LENGTH),
+                                   (busy, protocol.OVERRUN), (~loaded_all, protocol.NOT_LOADED)], "PAYLOAD")
                         if total:
                             with m.Elif(hdr[1] == protocol.LOAD):
-                                with m.If(full_length != protocol.LOAD_BYTES):
-                                    reply(_KIND_ERROR, protocol.BAD_LENGTH)
-                                    m.next = "HUNT"
-                                with m.Elif(busy):
-                                    reply(_KIND_ERROR, protocol.OVERRUN)
-                                    m.next = "HUNT"
-                                with m.Else():
-                                    m.d.sync += received.eq(0)
-                                    m.next = "LOAD"
+                                admit([(full_length != protocol.LOAD_BYTES, protocol.BAD_LENGTH),
+                                       (busy, protocol.OVERRUN)], "LOAD")
                         with m.Elif(hdr[1] == protocol.INFO):
-                            with m.If(full_length != 0):
-                                reply(_KIND_ERROR, protocol.BAD_LENGTH)
-                                m.next = "HUNT"
-                            with m.Else():
-                                m.next = "CRC0"
+                            admit([(full_length != 0, protocol.BAD_LENGTH)], "CRC0")
                         with m.Else():
                             reply(_KIND_ERROR, protocol.BAD_TYPE)
                             m.next = "HUNT"
