@@ -11,7 +11,8 @@ The search, with :mod:`hwnet.estimate` as the cost model (no synthesis):
 1. Candidate intervals ``T``: every cycle count a foldable layer can take, and every count of SPRAM words per
    inference a choice of step 3 can take, ascending (fastest first).
 2. For one ``T`` each layer has a few foldings that reach ``T``: the PE counts, each with the smallest SIMD that
-   reaches ``T`` (weights in block RAM). By themselves the layers would each take the one whose estimated
+   reaches ``T`` (a dense layer's input padded to whole beats if need be) and the smallest that divides its input
+   (weights in block RAM). By themselves the layers would each take the one whose estimated
    matrix-vector unit costs least, counting a block RAM as :data:`EBR_IN_LUTS` LUT4s (a fixed exchange rate per
    family, about a typical part's LUT4 per block RAM): every layer balanced to ``T``, and a wide-and-shallow
    weight ROM that would waste block RAMs loses to a folding that fills them. That combination is tried first;
@@ -186,7 +187,7 @@ def _matmul(layer):
 def _cycles(layer, pe, simd):
     if isinstance(layer, Conv2d):
         return compiler.conv_cycles(layer, pe, simd)
-    return (layer.out_features // pe) * (layer.in_features // simd) * layer.planes
+    return compiler.dense_cycles(layer, pe, simd)
 
 
 class _Search:
@@ -220,7 +221,7 @@ class _Search:
 
     def options(self, index, target, storage="rom", room=None):
         """``(pe, simd, spram_pes)`` of the foldings of layer ``index`` to choose from at ``target`` cycles, by
-        where its weights live: ``"rom"``, per PE count the smallest SIMD that reaches ``target``; ``"spram"``
+        where its weights live: ``"rom"``, per PE count the smallest SIMD that reaches ``target``, and the smallest that needs no padding; ``"spram"``
         (streamed whole), the foldings with the fewest words (the widest that fit the pool's word), since the pool
         reads one word per cycle for every streamed layer; ``"split"``, the foldings of :meth:`split_menu` that
         reach ``target`` in at most ``room`` words."""
@@ -231,13 +232,14 @@ class _Search:
         if storage == "spram":
             bits = self._lane_bits(index)
             fits = [(pe, simd) for pe in compiler._divisors(dense.out_features)
-                    for simd in compiler._divisors(dense.in_features) if pe * simd * bits <= compiler.SPRAM_WIDTH]
+                    for simd in compiler.simd_options(layer) if pe * simd * bits <= compiler.SPRAM_WIDTH]
             fewest = min(_cycles(layer, pe, simd) for pe, simd in fits)
             return [(pe, simd, pe) for pe, simd in fits if _cycles(layer, pe, simd) == fewest <= target]
         pairs = []
         for pe in compiler._divisors(dense.out_features):
-            simd = next((d for d in compiler._divisors(dense.in_features) if _cycles(layer, pe, d) <= target), None)
-            if simd is not None:
+            reach = [d for d in compiler.simd_options(layer) if _cycles(layer, pe, d) <= target]
+            exact = [d for d in reach if dense.in_features % d == 0]
+            for simd in sorted(set(reach[:1] + exact[:1])):
                 pairs.append((pe, simd, 0))
         return pairs
 
@@ -251,7 +253,7 @@ class _Search:
             bits = self._lane_bits(index)
             menu = {}
             for pe in reversed(compiler._divisors(layer.out_features)):
-                for simd in compiler._divisors(layer.in_features):
+                for simd in compiler.simd_options(layer):
                     k = min(pe, compiler.SPRAM_WIDTH // (simd * bits))
                     if 0 < k < pe:
                         menu[_cycles(layer, pe, simd)] = (pe, simd, k)
@@ -331,7 +333,7 @@ def _targets(network):
         if _foldable(layer):
             dense = _matmul(layer)
             for pe in compiler._divisors(dense.out_features):
-                for simd in compiler._divisors(dense.in_features):
+                for simd in compiler.simd_options(layer):
                     values.add(_cycles(layer, pe, simd))
         elif isinstance(layer, (Dense, Conv2d)):
             floor = max(floor, _cycles(layer, layer.pe, layer.simd))

@@ -6,9 +6,12 @@ space, widths) plus the numbers a design summary reports (cycles, memory bits). 
 
 Memory layout of a folded dense layer (FINN's MVAU): row ``r`` goes to PE ``r % pe``; at neuron fold ``nf``
 PE ``p`` computes row ``nf * pe + p``. PE ``p``'s weight memory has depth ``NF * SF`` (``NF = MH / pe``,
-``SF = MW / simd``); the word at ``nf * SF + sf`` holds ``W[nf * pe + p, sf * simd + j]`` in lane ``j``, lane ``j``
-at bits ``[j * wbits, (j + 1) * wbits)``. Stream beats carry lanes the same way: beat ``sf`` of an input vector holds
-elements ``sf * simd + j``; output beat ``nf`` holds rows ``nf * pe + p``. A bit-serial layer stores its ``k``
+``SF = ceil(MW / simd)``); the word at ``nf * SF + sf`` holds ``W[nf * pe + p, sf * simd + j]`` in lane ``j``, lane
+``j`` at bits ``[j * wbits, (j + 1) * wbits)``. Stream beats carry lanes the same way: beat ``sf`` of an input vector
+holds elements ``sf * simd + j``; output beat ``nf`` holds rows ``nf * pe + p``. When ``simd`` does not divide
+``MW`` the last beat is padded: lanes ``j >= MW - (SF - 1) * simd`` carry the stage's pad input
+(:attr:`DenseStage.pad_code`) and their weights are the pad weight (:meth:`Arithmetic.zero_pair`: a pair whose
+term is zero), so padding adds nothing to any row. A bit-serial layer stores its ``k``
 weight bit planes one after another: the word at ``(nf * SF + sf) * k + b`` holds bit ``b`` of each weight code.
 A layer whose weights stream from the SPRAM pool has the same per-PE images; its streamed PEs (the first
 ``spram_pes``, all or some) read them from the pool, their words of one address side by side in one pool word
@@ -33,7 +36,7 @@ from .errors import HwnetError
 from .ir import Conv2d, Dense, MaxPool2d, MultiThreshold, window_out_shape
 
 __all__ = ["choose_folding", "set_hardware_choices", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "WindowStage",
-           "PoolStage", "WindowGeometry", "window_lanes", "window_positions", "window_geometry", "conv_cycles", "Arithmetic", "pe_kind",
+           "PoolStage", "WindowGeometry", "feed_lanes", "simd_options", "window_lanes", "window_positions", "window_geometry", "conv_cycles", "Arithmetic", "pe_kind",
            "PE_KINDS", "pack_lanes", "unpack_lanes", "DEFAULT_TARGET_CYCLES",
            "PARALLEL_MAX_THRESHOLDS", "SPRAM_BLOCKS", "SPRAM_BLOCK_WIDTH", "SPRAM_WIDTH", "SPRAM_DEPTH"]
 
@@ -56,6 +59,21 @@ PARALLEL_MAX_THRESHOLDS = 3
 
 def _divisors(n):
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def simd_options(layer):
+    """The ``simd`` a dense or convolution layer may take, ascending: any of 1 .. ``in_features`` for a dense
+    layer (its input padded to whole beats where ``simd`` does not divide it), the divisors of the patch for a
+    convolution (whose sliding window sends whole patches)."""
+    if isinstance(layer, Conv2d):
+        return _divisors(layer.patch_size)
+    return list(range(1, layer.in_features + 1))
+
+
+def dense_cycles(layer, pe, simd):
+    """Cycles per vector of a dense layer at folding (``pe``, ``simd``): ``(MH / pe) * ceil(MW / simd) *
+    planes``."""
+    return (layer.out_features // pe) * -(-layer.in_features // simd) * layer.planes
 
 
 def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=(), spram=()):
@@ -89,7 +107,8 @@ def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=(), spram=(
 
 def choose_folding(network, target_cycles=DEFAULT_TARGET_CYCLES):
     """Fill in PE/SIMD of dense and convolution layers that have none: the fewest lanes (``pe * simd``) that
-    reach ``target_cycles`` per inference, preferring wide SIMD (one input word feeds every PE). A layer that
+    reach ``target_cycles`` per inference, preferring no padding (:func:`simd_options`), then wide SIMD (one
+    input word feeds every PE). A layer that
     cannot reach the target gets the fewest lanes that reach its own best (a convolution is also bound by its
     sliding window, which sends one beat of at most ``C`` elements per cycle: :func:`conv_cycles`). Layers with
     weights in logic are unrolled fully; a layer with only some PEs streaming from SPRAM (``spram_pes``) gets
@@ -104,17 +123,18 @@ def choose_folding(network, target_cycles=DEFAULT_TARGET_CYCLES):
             dense = layer.matmul if isinstance(layer, Conv2d) else layer
             fewest = (layer.spram_pes or 1) if isinstance(layer, Dense) else 1
             pes = [layer.pe] if layer.pe else [d for d in _divisors(dense.out_features) if d >= fewest]
-            simds = [layer.simd] if layer.simd else _divisors(dense.in_features)
+            simds = [layer.simd] if layer.simd else simd_options(layer)
             options = []
             for pe in pes:
                 for simd in simds:
                     if isinstance(layer, Conv2d):
                         cycles = conv_cycles(layer, pe, simd)
                     else:
-                        cycles = (layer.out_features // pe) * (layer.in_features // simd) * layer.planes
+                        cycles = dense_cycles(layer, pe, simd)
                     options.append((cycles, pe, simd))
             target = max(target_cycles, min(o[0] for o in options))
-            _, pe, simd = min((o for o in options if o[0] <= target), key=lambda o: (o[1] * o[2], o[1]))
+            _, pe, simd = min((o for o in options if o[0] <= target),
+                              key=lambda o: (o[1] * o[2], dense.in_features % o[2] != 0, o[1]))
             layer = layer.with_folding(pe, simd)
         layers.append(layer)
     return network.replace_layers(layers)
@@ -265,6 +285,21 @@ class Arithmetic:
         """The largest term over all legal weights and inputs: sets a processing element's output width."""
         return int(self.term_range(self.weight_type.values())[1].max())
 
+    def zero_pair(self):
+        """``(w, x)``: a legal weight value and input value whose term is zero (every plane's, bit-serial), the
+        smallest input value first; the lanes that pad a vector up to a whole number of beats carry them, so
+        padding changes no row's ``h``. None if the kind has no such pair (then ``simd`` must divide the
+        inputs)."""
+        ws, xs = self.weight_type.values(), self.in_type.values()
+        for x in xs:
+            for w in ws:
+                zero = int(self.terms(w, x)) == 0
+                if zero and self.kind == "bitserial":
+                    zero = all(int(self.plane_terms(w, x, b)) == 0 for b in range(self.weight_type.bits))
+                if zero:
+                    return int(w), int(x)
+        return None
+
     def row_bias(self, weights):
         """``bias`` per row of ``weights`` (rows, n): ``acc = step * h + bias``."""
         w = np.asarray(weights, dtype=np.int64)
@@ -367,6 +402,10 @@ class DenseStage:
     vectors : int
         Input vectors per inference: 1 for a dense layer, ``OH * OW`` patches for a convolution (whose output
         pixels then leave one after another, ``nf`` beats of ``pe`` channels each: NHWC).
+    pad_code : int
+        Wire code of the input that pads a vector's last beat (:attr:`pad_lanes` lanes, see the module
+        documentation; its weights in :attr:`weight_words` are the pad weight); 0 when ``simd`` divides
+        ``in_features``.
     """
     name: str
     in_features: int
@@ -389,6 +428,7 @@ class DenseStage:
     vectors: int = 1
     spram_pes: int = 0
     spram_base: int = None
+    pad_code: int = 0
 
     @property
     def kind(self):
@@ -400,7 +440,13 @@ class DenseStage:
 
     @property
     def sf(self):
-        return self.in_features // self.simd
+        """Input beats per vector: ``ceil(in_features / simd)``."""
+        return -(-self.in_features // self.simd)
+
+    @property
+    def pad_lanes(self):
+        """Lanes of a vector's last beat that pad it: ``sf * simd - in_features``."""
+        return self.sf * self.simd - self.in_features
 
     @property
     def depth(self):
@@ -650,7 +696,12 @@ class DesignPlan:
 
     @property
     def input_lanes(self):
-        return self.stages[0].lanes_in
+        """Elements per beat of the network's input: the first stage's lanes, or for a dense stage padded to
+        whole beats the :func:`feed_lanes` of its input (a width converter then pads it)."""
+        first = self.stages[0]
+        if isinstance(first, DenseStage):
+            return feed_lanes(first.in_features, first.simd)
+        return first.lanes_in
 
     @property
     def input_beats(self):
@@ -757,14 +808,19 @@ def _as_tuple(v):
     return tuple(int(e) for e in v) if np.ndim(v) else int(v)
 
 
-def _weight_images(layer, planes):
-    """Per PE weight memory images: word ``(f * sf + s) * planes + b`` (see the module docstring)."""
+def _weight_images(layer, planes, pad_weight=None):
+    """Per PE weight memory images: word ``(f * sf + s) * planes + b`` (see the module docstring), the columns
+    past ``in_features`` holding ``pad_weight``."""
     pe, simd = layer.pe, layer.simd
-    nf, sf = layer.out_features // pe, layer.in_features // simd
+    nf, sf = layer.out_features // pe, layer.sf
+    weights = layer.weights
+    if sf * simd > layer.in_features:
+        pad = np.full((layer.out_features, sf * simd - layer.in_features), pad_weight, dtype=np.int64)
+        weights = np.concatenate([weights, pad], axis=1)
     if planes == 1:
-        words = pack_lanes(layer.weights, layer.weight_type, simd)  # (MH, SF)
+        words = pack_lanes(weights, layer.weight_type, simd)  # (MH, SF)
     else:
-        codes = layer.weight_type.encode(layer.weights)
+        codes = layer.weight_type.encode(weights)
         plane_bit = DataType("uint", 1)
         words = np.stack([pack_lanes((codes >> b) & 1, plane_bit, simd) for b in range(planes)], axis=-1)
     return tuple(tuple(int(w) for w in words[p::pe].reshape(nf * sf * planes)) for p in range(pe))
@@ -790,10 +846,18 @@ def _dense_stage(layer, threshold_search=None):
         thresholds = _per_pe(np.clip(t, 0, h_max + 1), pe, nf)
     if threshold_search is None:
         threshold_search = "parallel" if levels <= PARALLEL_MAX_THRESHOLDS else "binary"
+    pad_weight, pad_code = None, 0
+    if layer.in_features % layer.simd:
+        pair = arith.zero_pair()
+        if pair is None:
+            raise HwnetError(f"layer {layer.name!r}: simd={layer.simd} does not divide in_features="
+                             f"{layer.in_features} and its {kind} lanes have no weight and input whose product "
+                             f"term is zero to pad with; choose a simd that divides {layer.in_features}")
+        pad_weight, pad_code = pair[0], int(layer.in_type.encode([pair[1]])[0])
     return DenseStage(name=layer.name, in_features=layer.in_features, out_features=layer.out_features, pe=pe,
                       simd=layer.simd, in_type=layer.in_type, weight_type=layer.weight_type,
                       out_type=layer.out_type, acc_type=layer.acc_type, arithmetic=arith, planes=layer.planes,
-                      weight_words=_weight_images(layer, layer.planes),
+                      weight_words=_weight_images(layer, layer.planes, pad_weight), pad_code=pad_code,
                       weights_in_logic=layer.weight_storage == "logic", acc_bits=max(1, (h_max + 1).bit_length()),
                       biases=_per_pe(bias, pe, nf), thresholds=thresholds, threshold_search=threshold_search,
                       raw=raw, spram_pes=layer.streamed_pes)
@@ -814,11 +878,26 @@ def _threshold_stage(layer, lanes):
                           out_type=layer.out_type, thresholds=t)
 
 
+def feed_lanes(size, simd):
+    """Elements per beat of a stream that feeds a matrix-vector unit taking ``simd`` lanes over a vector of
+    ``size`` elements padded up to whole beats (``simd`` not a divisor of ``size``): a divisor of ``size`` (a
+    vector is whole beats) that keeps up with the unit, which takes a vector's ``sf = ceil(size / simd)`` beats
+    in consecutive cycles during its first neuron fold (``size / lanes <= sf``); of those, the ones sharing the
+    largest chunk with ``simd`` (the :class:`~hwnet.gateware.width.WidthConverter` between them is then the
+    smallest), the fewest lanes. ``simd`` itself when it divides ``size``."""
+    if size % simd == 0:
+        return simd
+    sf = -(-size // simd)
+    fast = [d for d in _divisors(size) if size // d <= sf]
+    return min(fast, key=lambda d: (-math.gcd(d, simd), d))
+
+
 def _input_lanes(layer, lanes_out):
     """Elements per beat a layer's first stage takes, when the stage before it gives ``lanes_out`` (None at the
-    network's input)."""
+    network's input); for a dense layer padded to whole beats, the lanes a stage feeding it should give
+    (:func:`feed_lanes`)."""
     if isinstance(layer, Dense):
-        return layer.simd
+        return feed_lanes(layer.in_features, layer.simd)
     if isinstance(layer, Conv2d):
         return window_lanes(layer)[0]
     if isinstance(layer, MaxPool2d):

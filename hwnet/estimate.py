@@ -848,7 +848,7 @@ def _threshold_features(stage, family, last_used=True):
     return t
 
 
-def _width_features(in_lanes, out_lanes, bits, family, last_used=True):
+def _width_features(in_lanes, out_lanes, bits, family, last_used=True, vector=None):
     t = _Tally(family)
     if in_lanes == out_lanes:
         return t
@@ -862,6 +862,13 @@ def _width_features(in_lanes, out_lanes, bits, family, last_used=True):
     # pos = kept chunks; its flag likewise (only flags that reach the output's last chunk are kept, and only
     # those an input's last chunk can set vary)
     sources = [(k < slots - b) + sum(1 for pos in range(b) if 0 <= k - pos < a) for k in range(slots)]
+    if vector is not None and vector % out_lanes:
+        # padding: a vector's last beat takes e chunks (slot k also written from k + e) and pads the rest
+        beats = -(-vector // out_lanes)
+        e = b - (beats * out_lanes - vector) // g
+        sources = [n + (k + e < slots) for k, n in enumerate(sources)]
+        t.counter(_bits(beats))
+        t.add("wc_mux_bit", (b - e) * width)
     written = set()
     for k in reversed(range(slots)):
         if a - 1 <= k <= a + b - 2 or (k + b < slots and k + b in written):
@@ -1045,12 +1052,13 @@ def threshold_stage(stage, family):
     return _apply(_threshold_features(stage, family))
 
 
-def width_converter(in_lanes, out_lanes, bits, family):
-    """Resources of a :class:`~hwnet.gateware.width.WidthConverter`."""
+def width_converter(in_lanes, out_lanes, bits, family, vector=None):
+    """Resources of a :class:`~hwnet.gateware.width.WidthConverter` (padding ``vector``-element vectors, if
+    given and not whole output beats)."""
     _check_family(family)
     for v, what in ((in_lanes, "in_lanes"), (out_lanes, "out_lanes"), (bits, "bits")):
         _check_count(v, what)
-    return _apply(_width_features(in_lanes, out_lanes, bits, family))
+    return _apply(_width_features(in_lanes, out_lanes, bits, family, vector=vector))
 
 
 def beat_fifo(lanes, bits, depth, family):
@@ -1138,7 +1146,8 @@ def block_features(cls, kwargs, family, *, last_used=True):
         elif kind == "width":
             for key in ("in_lanes", "out_lanes", "bits"):
                 _check_count(kw[key], key)
-            tally = _width_features(kw["in_lanes"], kw["out_lanes"], kw["bits"], family, last_used)
+            tally = _width_features(kw["in_lanes"], kw["out_lanes"], kw["bits"], family, last_used,
+                                    kw.get("vector"))
         elif kind == "fifo":
             _check_count(kw["lanes"], "lanes")
             _check_count(kw["bits"], "bits")

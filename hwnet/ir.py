@@ -22,7 +22,9 @@ exact integer arithmetic over the element types of :mod:`hwnet.datatypes`:
 
 Thresholds are ascending per channel, compared with ``>=``. The number of thresholds is the number of values
 of ``out_type`` minus one (1 for bipolar). Widths are derived from the actual weights and types, never stored
-as free parameters. Folding (``pe``, ``simd``) lives with each dense and conv layer and must divide its size.
+as free parameters. Folding (``pe``, ``simd``) lives with each dense and conv layer: ``pe`` divides the outputs;
+``simd`` divides a conv layer's patch, while a dense layer's input may be padded up to ``ceil(in / simd) * simd``
+lanes with terms that add nothing (the hardware's business: no result depends on it).
 
 The file format (``.npz``, see docs/ir.md) is written by :func:`save` and read by :func:`load`; it holds one
 JSON header and the arrays, so a user can write a network by hand with ``numpy.savez``.
@@ -136,7 +138,9 @@ class Dense:
         Required with thresholds; must be None (derived) without.
     pe, simd : int or None
         Folding: ``pe`` outputs in parallel, ``simd`` inputs per PE per cycle. ``pe`` must divide
-        ``out_features`` and ``simd`` must divide ``in_features``. None leaves the choice to the compiler.
+        ``out_features``; ``simd`` is at most ``in_features`` and need not divide it: the hardware then pads the
+        input vector to ``sf * simd`` elements (``sf = ceil(in_features / simd)`` beats) with lanes whose terms
+        are zero, which changes no result. None leaves the choice to the compiler.
     products : array of int, shape (weight values, input values), or None
         Lookup-table products: entry ``[i, j]`` is the product of the ``i``-th smallest weight value and the
         ``j``-th smallest input value. None: the products are ``W * x``.
@@ -177,7 +181,7 @@ class Dense:
             self.out_type = parse_type(out_type)
             self.thresholds = _check_thresholds(thresholds, (self.out_features,), self.out_type, what)
         self.pe = _folding(pe, "pe", self.out_features, "out_features", what)
-        self.simd = _folding(simd, "simd", self.in_features, "in_features", what)
+        self.simd = _folding(simd, "simd", self.in_features, "in_features", what, padded=True)
         self.products = None if products is None else _int_array(products, f"{what} products", 2)
         if self.products is not None and self.products.size == 0:
             raise HwnetError(f"{what}: the products table is empty")
@@ -262,11 +266,16 @@ class Dense:
         return self.spram_pes if self.spram_pes is not None else self.pe
 
     @property
+    def sf(self):
+        """Input beats per vector, ``ceil(in_features / simd)`` (None while unfolded)."""
+        return None if self.simd is None else -(-self.in_features // self.simd)
+
+    @property
     def cycles(self):
-        """Cycles per input vector: (out_features / pe) * (in_features / simd) * planes."""
+        """Cycles per input vector: (out_features / pe) * ceil(in_features / simd) * planes."""
         if self.pe is None or self.simd is None:
             return None
-        return (self.out_features // self.pe) * (self.in_features // self.simd) * self.planes
+        return (self.out_features // self.pe) * self.sf * self.planes
 
     def replace(self, **changes):
         """A copy of this layer with some constructor arguments changed (validated like a new layer)."""
@@ -322,7 +331,8 @@ def _matmul_fields(h, arrays):
                 pe=h.get("pe"), simd=h.get("simd"), products=products)
 
 
-def _folding(value, what, size, size_name, where):
+def _folding(value, what, size, size_name, where, padded=False):
+    """``value`` checked as a folding factor of ``size``: a divisor, or with ``padded`` any of 1 .. ``size``."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -330,7 +340,9 @@ def _folding(value, what, size, size_name, where):
     value = int(value)
     if value < 1:
         raise HwnetError(f"{where}: {what} must be a positive integer, got {value}")
-    if size % value:
+    if padded and value > size:
+        raise HwnetError(f"{where}: {what}={value} is more than {size_name}={size}; choose 1 to {size}")
+    if size % value and not padded:
         divisors = [d for d in range(1, size + 1) if size % d == 0]
         raise HwnetError(f"{where}: {what}={value} does not divide {size_name}={size}; "
                          f"choose one of {divisors}")

@@ -157,11 +157,12 @@ def test_choose_folding_fewest_lanes_meeting_target():
     for target in (1, 7, 16, 64, 5000):
         folded = compiler.choose_folding(net, target)
         a = folded.layers[0]
-        assert 32 % a.pe == 0 and 64 % a.simd == 0
-        # brute force: no divisor pair with fewer lanes meets the target
-        best = min(p * s for p in range(1, 33) for s in range(1, 65) if 32 % p == 0 and 64 % s == 0
-                   and (32 // p) * (64 // s) <= target)
-        assert a.cycles <= target and a.pe * a.simd == best
+        assert 32 % a.pe == 0 and 1 <= a.simd <= 64
+        # brute force: no pair with fewer lanes meets the target, the input padded to whole beats or not
+        # (cycles (32 / pe) * ceil(64 / simd)); at equal lanes one without padding wins
+        pairs = [(p * s, 64 % s != 0) for p in range(1, 33) for s in range(1, 65) if 32 % p == 0
+                 and (32 // p) * -(-64 // s) <= target]
+        assert a.cycles <= target and (a.pe * a.simd, 64 % a.simd != 0) == min(pairs)
         assert (folded.layers[1].pe, folded.layers[1].simd) == (1, 1)  # set by hand: kept
 
 

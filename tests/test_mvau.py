@@ -23,6 +23,11 @@ def _layer(seed, mw, mh, out, folding=None):
 
 
 def _run(stage, x, **kwargs):
+    """The unit's outputs for input vectors ``x``, each padded up to whole beats with the stage's pad input
+    (the width converter in front of the unit does that in a network)."""
+    if stage.pad_lanes:
+        pad = stage.in_type.decode(np.array([stage.pad_code]))[0]
+        x = np.concatenate([x, np.full((len(x), stage.pad_lanes), pad)], axis=1)
     dut = MatrixVectorThresholdUnit(stage=stage)
     return run_vectors(dut, x, in_type=stage.in_type, in_lanes=stage.simd, out_type=stage.out_type,
                        out_lanes=stage.pe, out_size=stage.out_features, **kwargs)

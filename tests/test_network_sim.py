@@ -131,3 +131,33 @@ def test_generate_verilog():
     assert re.search(r"^module my_net\(", generate_verilog(plan, name="my_net"), re.M)
     with pytest.raises(HwnetError, match=r"^Verilog module name must be a plain identifier, not 'my net'$"):
         generate_verilog(plan, name="my net")
+
+
+@pytest.mark.parametrize("foldings,cycles", [
+    ([(8, 42), (1, 32), (1, 32), (5, 2)], 152),   # 784 = 18 * 42 + 28: 14 lanes of fc0's last beat pad
+    ([(4, 88), (4, 9), (2, 22), (10, 7)], 144),
+])
+def test_tfc_shaped_network_padded(foldings, cycles):
+    # the folds between 128 and 196 cycles that the TFC shape has only with padding
+    rng = np.random.default_rng(77)
+    net = random_network(rng, input_size=784, hidden=[64, 64, 64], outputs=10, input_type="uint8",
+                         foldings=foldings)
+    plan, _, sink = _check(net, rng, 3, rng=5, valid_prob=0.8, ready_prob=0.8)
+    assert plan.cycles_per_inference == cycles
+    assert plan.stages[1].pad_lanes == plan.stages[1].sf * plan.stages[1].simd - 784 > 0
+    _, _, sink = _check(net, rng, 5)
+    ends = [c for (_, last), c in zip(sink.beats, sink.cycles) if last]
+    assert np.diff(ends)[-2:].tolist() == [cycles] * 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_padded_first_layer_takes_the_input(seed):
+    # no threshold stage in front: the network's input goes through a padding width converter
+    rng = np.random.default_rng(seed + 900)
+    specs = random_layer_specs(rng, 2, logic_ok=[False, False])
+    net = random_network(rng, input_size=int(rng.choice([10, 14, 22])), hidden=[6], outputs=4,
+                         input_type=str(rng.choice(["uint3", "int4", "ternary", "bipolar"])), binarize_input=False,
+                         layers=specs, foldings=[(None, int(rng.choice([3, 4, 6]))), None])
+    plan = compiler.plan(net)
+    assert plan.stages[0].pad_lanes > 0 and plan.input_size % plan.input_lanes == 0
+    _check(net, rng, 5, rng=seed, valid_prob=0.6, ready_prob=0.6)

@@ -73,6 +73,63 @@ def test_ignores_garbage_between_vectors_without_last():
     assert sink.beats == _beats(elements, 6, 4, last_at_end=False)
 
 
+# (in_lanes, out_lanes, vector): vectors that are whole input beats but not whole output beats
+PADDED = [(1, 3, 4), (1, 3, 5), (2, 3, 4), (4, 6, 8), (14, 42, 784), (56, 42, 784), (3, 2, 9), (8, 3, 16),
+          (6, 4, 6), (12, 8, 12), (5, 3, 10), (2, 5, 2), (16, 48, 784)]
+
+
+def _padded(vector, out_lanes, pad):
+    """A vector padded with ``pad`` up to whole beats of ``out_lanes`` (what the converter must send)."""
+    return vector + [pad] * (-len(vector) % out_lanes)
+
+
+@pytest.mark.parametrize("in_lanes,out_lanes,size", PADDED)
+@pytest.mark.parametrize("seed", range(3))
+def test_padding_with_stalls(in_lanes, out_lanes, size, seed):
+    rng = random.Random(seed * 7919 + in_lanes * 101 + out_lanes * 11 + size)
+    bits = rng.choice([1, 2, 3])
+    pad = rng.getrandbits(bits)
+    vectors = [[rng.getrandbits(bits) for _ in range(size)] for _ in range(4)]
+    beats = [beat for v in vectors for beat in _beats(v, in_lanes, bits)]
+    expected = [beat for v in vectors for beat in _beats(_padded(v, out_lanes, pad), out_lanes, bits)]
+    dut = WidthConverter(in_lanes=in_lanes, out_lanes=out_lanes, bits=bits, vector=size, pad_code=pad)
+    assert dut.vector == size
+    prob = [(1.0, 1.0), (0.6, 0.5), (0.3, 0.9), (0.9, 0.3)][seed % 4]
+    _, sink = simulate_stream(dut, beats, len(expected), rng=rng.getrandbits(32), valid_prob=prob[0],
+                              ready_prob=prob[1])
+    assert sink.beats == expected
+
+
+@pytest.mark.parametrize("in_lanes,out_lanes,size", [(14, 42, 784), (56, 42, 784), (1, 3, 4), (12, 8, 12)])
+def test_padding_full_rate(in_lanes, out_lanes, size):
+    # no stall: the slower side runs every cycle (out beats ceil(size / out_lanes) per vector)
+    rng = random.Random(size)
+    vectors = [[rng.getrandbits(1) for _ in range(size)] for _ in range(5)]
+    beats = [beat for v in vectors for beat in _beats(v, in_lanes, 1)]
+    expected = [beat for v in vectors for beat in _beats(_padded(v, out_lanes, 0), out_lanes, 1)]
+    source, sink = simulate_stream(WidthConverter(in_lanes=in_lanes, out_lanes=out_lanes, bits=1, vector=size),
+                                   beats, len(expected))
+    assert sink.beats == expected
+    span = sink.cycles[-1] - source.cycles[0]
+    assert span <= max(len(beats), len(expected)) + 2
+
+
+def test_whole_vectors_need_no_padding():
+    dut = WidthConverter(in_lanes=4, out_lanes=6, bits=1, vector=24)
+    assert dut.vector is None
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"in_lanes": 4, "out_lanes": 3, "bits": 1, "vector": 6}, r"^vector=6 must be a multiple of in_lanes=4$"),
+    ({"in_lanes": 4, "out_lanes": 3, "bits": 2, "vector": 8, "pad_code": 4},
+     r"^pad_code must be an integer from 0 to 3, not 4$"),
+    ({"in_lanes": 4, "out_lanes": 3, "bits": 2, "vector": 0}, r"^vector must be a positive integer, not 0$"),
+])
+def test_bad_padding(kwargs, message):
+    with pytest.raises(HwnetError, match=message):
+        WidthConverter(**kwargs)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"in_lanes": 0, "out_lanes": 4, "bits": 1}, r"^in_lanes must be a positive integer, not 0$"),
     ({"in_lanes": 4, "out_lanes": -1, "bits": 1}, r"^out_lanes must be a positive integer, not -1$"),

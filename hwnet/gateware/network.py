@@ -42,6 +42,15 @@ from .window import SlidingWindow
 __all__ = ["NetworkTop", "BeatFIFO", "generate_verilog"]
 
 
+def _converter(in_lanes, stage, bits):
+    """Arguments of the :class:`WidthConverter` from ``in_lanes`` into ``stage``, padding the vectors of a dense
+    stage whose ``simd`` does not divide its input (:attr:`~hwnet.compiler.DenseStage.pad_lanes`)."""
+    args = dict(in_lanes=in_lanes, out_lanes=stage.lanes_in, bits=bits)
+    if isinstance(stage, DenseStage) and stage.pad_lanes:
+        args.update(vector=stage.in_features, pad_code=stage.pad_code)
+    return args
+
+
 def _submodule_name(index, stage):
     return f"s{index}_" + re.sub(r"[^0-9A-Za-z_]", "_", stage.name)
 
@@ -170,12 +179,15 @@ class NetworkTop(wiring.Component):
         (``cls(**kwargs)``), so resource estimates walk the same structure without building anything."""
         stages = self._plan.stages
         blocks = []
+        if self._plan.input_lanes != stages[0].lanes_in:
+            blocks.append(("input_width", WidthConverter,
+                           _converter(self._plan.input_lanes, stages[0], self._plan.input_type.bits)))
         for index, stage in enumerate(stages):
             if index:
                 prev = stages[index - 1]
                 if prev.lanes_out != stage.lanes_in:
                     blocks.append((f"s{index - 1}_to_s{index}_width", WidthConverter,
-                                   dict(in_lanes=prev.lanes_out, out_lanes=stage.lanes_in, bits=prev.out_type.bits)))
+                                   _converter(prev.lanes_out, stage, prev.out_type.bits)))
                 upstream = any(not isinstance(s, ThresholdStage) for s in stages[:index])
                 if self._fifos and isinstance(stage, DenseStage) and upstream:
                     blocks.append((f"s{index}_fifo", BeatFIFO,

@@ -333,24 +333,31 @@ def _random_thresholds(rng, channels, levels, lo, hi):
     return t
 
 
-def random_folding(rng, out_features, in_features, *, pe=None, simd=None, planes=1, max_cycles=None):
-    """A random (pe, simd) from the divisors of the sizes (``pe``/``simd`` given are kept), with at most
-    ``max_cycles`` cycles per vector when possible."""
-    pairs = [(p, s) for p in divisors(out_features) for s in divisors(in_features)
-             if (pe is None or p == pe) and (simd is None or s == simd)]
+def random_folding(rng, out_features, in_features, *, pe=None, simd=None, planes=1, max_cycles=None,
+                   padded=False):
+    """A random (pe, simd): ``pe`` a divisor of ``out_features``, ``simd`` a divisor of ``in_features`` or, with
+    ``padded``, half the time any of 1 .. ``in_features`` (a dense layer's input padded to whole beats); given
+    ``pe``/``simd`` are kept. At most ``max_cycles`` cycles per vector when possible."""
+    simds = divisors(in_features)
+    if simd is not None:
+        simds = [simd]
+    elif padded and rng.random() < 0.5:
+        simds = list(range(1, in_features + 1))
+    pairs = [(p, s) for p in divisors(out_features) for s in simds if pe is None or p == pe]
     if max_cycles is not None:
         pairs = [(p, s) for p, s in pairs
-                 if (out_features // p) * (in_features // s) * planes <= max_cycles] or pairs[-1:]
+                 if (out_features // p) * -(-in_features // s) * planes <= max_cycles] or pairs[-1:]
     return pairs[int(rng.integers(len(pairs)))]
 
 
 def random_dense(rng, in_features, out_features, *, name, in_type="bipolar", weight_type="bipolar", raw=False,
                  out_type="bipolar", pe=None, simd=None, max_cycles=None, products=False, weight_storage="rom",
-                 bit_serial=False):
+                 bit_serial=False, padded=False):
     """A random :class:`~hwnet.ir.Dense` (``rng``: numpy Generator) taking ``in_type`` inputs: uniformly random
     legal ``weight_type`` weights, random ascending thresholds in the layer's accumulator range (some rows always
     firing, some never), and where ``pe``/``simd`` are None a random folding (:func:`random_folding`).
-    ``products=True`` adds a random products table (entries -9 .. 9). ``weight_storage="logic"`` unrolls."""
+    ``products=True`` adds a random products table (entries -9 .. 9). ``weight_storage="logic"`` unrolls.
+    ``padded`` lets the random folding pad the input to whole beats."""
     in_type, weight_type = parse_type(in_type), parse_type(weight_type)
     weights = rng.choice(weight_type.values(), size=(out_features, in_features))
     table = rng.integers(-9, 10, size=(weight_type.num_values, in_type.num_values)) if products else None
@@ -359,7 +366,7 @@ def random_dense(rng, in_features, out_features, *, name, in_type="bipolar", wei
     elif pe is None or simd is None:
         planes = weight_type.bits if bit_serial else 1
         pe, simd = random_folding(rng, out_features, in_features, pe=pe, simd=simd, planes=planes,
-                                  max_cycles=max_cycles)
+                                  max_cycles=max_cycles, padded=padded)
     common = dict(weights=weights, weight_type=weight_type, pe=pe, simd=simd, products=table,
                   weight_storage=weight_storage, bit_serial=bit_serial, name=name)
     if raw:
@@ -424,7 +431,8 @@ def random_cnn(rng, *, max_cycles=None):
 
 
 def random_network(rng, *, input_size, hidden, outputs, input_type="bipolar", last_raw=True,
-                   last_out_type="bipolar", foldings=None, max_cycles=None, layers=None, binarize_input=True):
+                   last_out_type="bipolar", foldings=None, max_cycles=None, layers=None, binarize_input=True,
+                   padded=True):
     """A random network: an optional input binarization, dense layers, a last layer.
 
     Parameters
@@ -449,6 +457,8 @@ def random_network(rng, *, input_size, hidden, outputs, input_type="bipolar", la
     binarize_input : bool
         Start a network with a ``uint<k>``/``int<k>`` input with a :class:`~hwnet.ir.MultiThreshold` to bipolar
         (default); otherwise the first dense layer takes the input as it is.
+    padded : bool
+        Random foldings may pad a layer's input to whole beats (:func:`random_folding`; default).
     """
     input_type = parse_type(input_type)
     net_layers = []
@@ -468,7 +478,7 @@ def random_network(rng, *, input_size, hidden, outputs, input_type="bipolar", la
         out_type = last_out_type if last else spec.pop("out_type", "bipolar")
         spec.pop("out_type", None)
         layer = random_dense(rng, sizes[k], sizes[k + 1], name=f"fc{k}", in_type=t_in, raw=last and last_raw,
-                             out_type=out_type, pe=pe, simd=simd, max_cycles=max_cycles, **spec)
+                             out_type=out_type, pe=pe, simd=simd, max_cycles=max_cycles, padded=padded, **spec)
         net_layers.append(layer)
         t_in = parse_type(out_type)
     return Network(input_type=input_type, input_size=input_size, layers=net_layers, name="random")
