@@ -700,7 +700,7 @@ class DesignPlan:
         whole beats the :func:`feed_lanes` of its input (a width converter then pads it)."""
         first = self.stages[0]
         if isinstance(first, DenseStage):
-            return feed_lanes(first.in_features, first.simd)
+            return feed_lanes(first.in_features, first.simd, first.in_type.bits, first.in_type.bits)
         return first.lanes_in
 
     @property
@@ -878,26 +878,35 @@ def _threshold_stage(layer, lanes):
                           out_type=layer.out_type, thresholds=t)
 
 
-def feed_lanes(size, simd):
-    """Elements per beat of a stream that feeds a matrix-vector unit taking ``simd`` lanes over a vector of
-    ``size`` elements padded up to whole beats (``simd`` not a divisor of ``size``): a divisor of ``size`` (a
-    vector is whole beats) that keeps up with the unit, which takes a vector's ``sf = ceil(size / simd)`` beats
-    in consecutive cycles during its first neuron fold (``size / lanes <= sf``); of those, the ones sharing the
-    largest chunk with ``simd`` (the :class:`~hwnet.gateware.width.WidthConverter` between them is then the
-    smallest), the fewest lanes. ``simd`` itself when it divides ``size``."""
+def feed_lanes(size, simd, bits=1, upstream_bits=0):
+    """Elements per beat of a stream that feeds a matrix-vector unit taking ``simd`` lanes of ``bits`` bits over
+    a vector of ``size`` elements padded up to whole beats (``simd`` not a divisor of ``size``); ``simd`` itself
+    when it divides ``size``.
+
+    A divisor ``d`` of ``size`` (a vector is whole beats) that keeps up with the unit, which takes a vector's
+    ``sf = ceil(size / simd)`` beats in consecutive cycles during its first neuron fold (``size / d <= sf``); of
+    those, the cheapest by a rough count of bits: the :class:`~hwnet.gateware.width.WidthConverter` from ``d``
+    to ``simd`` lanes (``a + b - 1`` slots of ``g = gcd(d, simd)`` elements, ``a = d / g``, ``b = simd / g``,
+    each written from up to ``min(a, b) + 1`` places) plus ``upstream_bits`` per lane of what feeds it (the
+    network's input port, a threshold stage's input and output)."""
     if size % simd == 0:
         return simd
     sf = -(-size // simd)
-    fast = [d for d in _divisors(size) if size // d <= sf]
-    return min(fast, key=lambda d: (-math.gcd(d, simd), d))
+
+    def cost(d):
+        g = math.gcd(d, simd)
+        a, b = d // g, simd // g
+        return (a + b - 1) * g * bits * (min(a, b) + 1) + d * upstream_bits
+
+    return min((d for d in _divisors(size) if size // d <= sf), key=lambda d: (cost(d), d))
 
 
-def _input_lanes(layer, lanes_out):
+def _input_lanes(layer, lanes_out, upstream_bits=0):
     """Elements per beat a layer's first stage takes, when the stage before it gives ``lanes_out`` (None at the
     network's input); for a dense layer padded to whole beats, the lanes a stage feeding it should give
-    (:func:`feed_lanes`)."""
+    (:func:`feed_lanes`, with ``upstream_bits`` per lane of that stage)."""
     if isinstance(layer, Dense):
-        return feed_lanes(layer.in_features, layer.simd)
+        return feed_lanes(layer.in_features, layer.simd, layer.in_type.bits, upstream_bits)
     if isinstance(layer, Conv2d):
         return window_lanes(layer)[0]
     if isinstance(layer, MaxPool2d):
@@ -941,7 +950,7 @@ def plan(network, *, threshold_search=None):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             if isinstance(nxt, MultiThreshold):
                 raise HwnetError(f"layer {layer.name!r}: two threshold layers in a row; merge them")
-            lanes = 1 if nxt is None else _input_lanes(nxt, None)
+            lanes = 1 if nxt is None else _input_lanes(nxt, None, layer.in_type.bits + layer.out_type.bits)
             stages.append(_threshold_stage(layer, lanes))
         else:  # pragma: no cover - Network validates ops
             raise HwnetError(f"no hardware for layer {layer!r}")
