@@ -603,6 +603,12 @@ def verdict(r):
     if fl > 1.25 * ca and m <= 1.25 * fl:
         text += (f" Bound by the architecture, not by weight bandwidth: layer {roof['floor_layer']} needs {fl} cycles "
                  f"at any folding ({roof['floor_why']}), while the weights could be read in {ca}.")
+    elif r["streamed_layers"] and roof["weight_bits"] <= roof["ebr_capacity_bits"]:
+        streamed = r.get("streamed_text") or ", ".join(r["streamed_layers"])
+        text += (f" Limited by {limit}: the weights ({roof['weight_bits']:,} bits) would fit the block RAMs "
+                 f"({roof['ebr_capacity_bits']:,} bits) but not their read ports at this interval, so {streamed} "
+                 f"stream from SPRAM ({r['streamed_bits']:,} bits, {r['spram_words']:,} words of "
+                 f"{compiler.SPRAM_WIDTH} bits per inference) beside them for bandwidth.")
     elif r["streamed_layers"]:
         need = max(0, roof["weight_bits"] - roof["ebr_capacity_bits"])
         streamed = r.get("streamed_text") or ", ".join(r["streamed_layers"])

@@ -12,7 +12,9 @@ The search, with :mod:`hwnet.estimate` as the cost model (no synthesis):
    inference a choice of step 3 can take, ascending (fastest first).
 2. For one ``T`` each layer has a few foldings that reach ``T``: the PE counts, each with the smallest SIMD that
    reaches ``T`` (a dense layer's input padded to whole beats if need be) and the smallest that divides its input
-   (weights in block RAM). By themselves the layers would each take the one whose estimated
+   (weights in block RAM); a convolution that no folding brings to ``T`` (bound by its sliding window, one
+   pixel per cycle) is unrolled per pixel with the fewest output pixels per cycle (``pixels``, FINN's MMV) that
+   reach it, if the max-pool after it keeps up. By themselves the layers would each take the one whose estimated
    matrix-vector unit costs least, counting a block RAM as :data:`EBR_IN_LUTS` LUT4s (a fixed exchange rate per
    family, about a typical part's LUT4 per block RAM): every layer balanced to ``T``, and a wide-and-shallow
    weight ROM that would waste block RAMs loses to a folding that fills them. That combination is tried first;
@@ -40,7 +42,7 @@ from dataclasses import dataclass, replace
 
 from . import compiler
 from .errors import HwnetError
-from .ir import Conv2d, Dense
+from .ir import Conv2d, Dense, MaxPool2d
 
 __all__ = ["Budget", "BOARDS", "EBR_IN_LUTS", "ICE40_FF_CELLS", "FoldingChoice", "auto_fold", "parse_budget"]
 
@@ -184,9 +186,9 @@ def _matmul(layer):
     return layer.matmul if isinstance(layer, Conv2d) else layer
 
 
-def _cycles(layer, pe, simd):
+def _cycles(layer, pe, simd, pixels=1):
     if isinstance(layer, Conv2d):
-        return compiler.conv_cycles(layer, pe, simd)
+        return compiler.conv_cycles(layer, pe, simd, pixels)
     return compiler.dense_cycles(layer, pe, simd)
 
 
@@ -200,10 +202,11 @@ class _Search:
         self._menus = {}
         self._measured = {}
 
-    def stage(self, index, pe, simd, spram_pes=0):
+    def stage(self, index, pe, simd, spram_pes=0, pixels=1):
         """``(stage, resources)``: the dense stage of layer ``index`` at a folding, its first ``spram_pes`` PEs
-        streaming from SPRAM, and its estimate (built once)."""
-        key = (index, pe, simd, spram_pes)
+        streaming from SPRAM (a convolution: ``pixels`` output pixels per cycle), and its estimate (built
+        once)."""
+        key = (index, pe, simd, spram_pes, pixels)
         if key not in self._stages:
             layer = self.network.layers[index]
             dense = _matmul(layer).replace(pe=pe, simd=simd, weight_storage="rom", spram_pes=None)
@@ -211,7 +214,7 @@ class _Search:
             stage = replace(compiler._dense_stage(dense), spram_pes=spram_pes)
             if isinstance(layer, Conv2d):
                 oh, ow, _ = layer.out_shape
-                stage = replace(stage, vectors=oh * ow)
+                stage = replace(stage, vectors=oh * ow // pixels, pixels=pixels)
             self._stages[key] = (stage, self.estimate.dense_stage(stage, self.family))
         return self._stages[key]
 
@@ -241,7 +244,23 @@ class _Search:
             exact = [d for d in reach if dense.in_features % d == 0]
             for simd in sorted(set(reach[:1] + exact[:1])):
                 pairs.append((pe, simd, 0))
+        if isinstance(layer, Conv2d) and not pairs:  # bound by its window: several output pixels per cycle
+            pe, simd = layer.out_channels, layer.patch_size
+            pixels = next((p for p in compiler.pixel_options(layer)[1:] if _cycles(layer, pe, simd, p) <= target
+                           and self._pool_keeps_up(index, p, target)), None)
+            if pixels is not None:
+                pairs.append((pe, simd, 0, pixels))
         return pairs
+
+    def _pool_keeps_up(self, index, pixels, target):
+        """A max-pool right behind convolution ``index`` takes its ``pixels`` per cycle fast enough for
+        ``target`` (:func:`hwnet.compiler.pool_lanes`)."""
+        layers = self.network.layers
+        pool = layers[index + 1] if index + 1 < len(layers) else None
+        if not isinstance(pool, MaxPool2d):
+            return True
+        simd, p = compiler.pool_lanes(pool, pixels * pool.in_shape[2])
+        return pool.in_size // (simd * p) <= target
 
     def split_menu(self, index):
         """``[(words, (pe, simd, spram_pes))]``, ascending: the foldings of dense layer ``index`` split by PE
@@ -307,8 +326,10 @@ class _Search:
     def _folded(self, taken):
         """The network with the foldings ``taken`` (``(index, (pe, simd, spram_pes), resources)`` per layer)."""
         layers = list(self.network.layers)
-        for index, (pe, simd, k), _ in taken:
+        for index, (pe, simd, k, *pixels), _ in taken:
             changes = dict(pe=pe, simd=simd)
+            if pixels and pixels[0] > 1:
+                changes.update(pixels=pixels[0])
             if isinstance(layers[index], Dense) and layers[index].weight_storage != "logic":
                 changes.update(weight_storage="spram" if k else "rom", spram_pes=k if 0 < k < pe else None)
             layers[index] = layers[index].replace(**changes)
@@ -316,7 +337,8 @@ class _Search:
 
     def measure(self, network):
         """``(plan, resources)`` of the whole design (estimated once per folding)."""
-        key = tuple((layer.pe, layer.simd, getattr(layer, "weight_storage", None), getattr(layer, "spram_pes", None))
+        key = tuple((layer.pe, layer.simd, getattr(layer, "weight_storage", None), getattr(layer, "spram_pes", None),
+                     getattr(layer, "pixels", 1))
                     for layer in network.layers if isinstance(layer, (Dense, Conv2d)))
         if key not in self._measured:
             plan = compiler.plan(network)
@@ -335,6 +357,9 @@ def _targets(network):
             for pe in compiler._divisors(dense.out_features):
                 for simd in compiler.simd_options(layer):
                     values.add(_cycles(layer, pe, simd))
+            if isinstance(layer, Conv2d):
+                for pixels in compiler.pixel_options(layer)[1:]:
+                    values.add(_cycles(layer, layer.out_channels, layer.patch_size, pixels))
         elif isinstance(layer, (Dense, Conv2d)):
             floor = max(floor, _cycles(layer, layer.pe, layer.simd))
     return sorted(v for v in values if v >= floor) or [floor]
@@ -412,7 +437,8 @@ def _report(plan, total, budget, target_cycles, rejected):
             where = ("logic" if stage.weights_in_logic else "block RAM" if not stage.streamed else "SPRAM"
                      if stage.spram_pes == stage.pe else f"SPRAM (PEs 0..{stage.spram_pes - 1}) and block RAM "
                      f"(PEs {stage.spram_pes}..{stage.pe - 1})")
-            lines.append(f"  {stage.name}: pe={stage.pe} simd={stage.simd}, {stage.cycles} cycles, weights in "
+            pixels = f" pixels={stage.pixels}" if stage.pixels > 1 else ""
+            lines.append(f"  {stage.name}: pe={stage.pe} simd={stage.simd}{pixels}, {stage.cycles} cycles, weights in "
                          f"{where}")
     limit = [s.name for s in plan.stages if s.cycles == plan.cycles_per_inference]
     if plan.spram_words == plan.cycles_per_inference:

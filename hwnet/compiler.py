@@ -36,7 +36,7 @@ from .errors import HwnetError
 from .ir import Conv2d, Dense, MaxPool2d, MultiThreshold, window_out_shape
 
 __all__ = ["choose_folding", "set_hardware_choices", "plan", "DesignPlan", "DenseStage", "ThresholdStage", "WindowStage",
-           "PoolStage", "WindowGeometry", "feed_lanes", "simd_options", "window_lanes", "window_positions", "window_geometry", "conv_cycles", "Arithmetic", "pe_kind",
+           "PoolStage", "WindowGeometry", "feed_lanes", "simd_options", "pixel_options", "pool_lanes", "window_lanes", "window_positions", "window_geometry", "conv_cycles", "Arithmetic", "pe_kind",
            "PE_KINDS", "pack_lanes", "unpack_lanes", "DEFAULT_TARGET_CYCLES",
            "PARALLEL_MAX_THRESHOLDS", "SPRAM_BLOCKS", "SPRAM_BLOCK_WIDTH", "SPRAM_WIDTH", "SPRAM_DEPTH"]
 
@@ -162,19 +162,31 @@ def window_lanes(layer, pe=None, simd=None):
     return next((o for o in options if layer.patch_size // (o[0] * o[1]) <= per_patch), options[-1])
 
 
-def window_geometry(layer, pe=None, simd=None):
-    """The :class:`WindowGeometry` of the sliding window feeding ``layer`` at folding (``pe``, ``simd``)."""
-    lanes, positions = window_lanes(layer, pe, simd)
+def window_geometry(layer, pe=None, simd=None, pixels=None):
+    """The :class:`WindowGeometry` of the sliding window feeding ``layer`` at folding (``pe``, ``simd``,
+    ``pixels``; default the layer's). With ``pixels`` > 1 the window sends that many whole patches per beat."""
+    pixels = pixels or layer.pixels
+    if pixels > 1:
+        lanes, positions = layer.in_channels, layer.kernel_h * layer.kernel_w
+    else:
+        lanes, positions = window_lanes(layer, pe, simd)
     return WindowGeometry(in_shape=layer.in_shape, kernel=(layer.kernel_h, layer.kernel_w), stride=layer.stride,
-                          padding=layer.padding, simd=lanes, positions=positions)
+                          padding=layer.padding, simd=lanes, positions=positions, pixels=pixels)
 
 
-def conv_cycles(layer, pe, simd):
-    """Cycles per image of a :class:`~hwnet.ir.Conv2d` at folding (``pe``, ``simd``): the slower of its
-    matrix-vector unit (``OH * OW * nf * sf * planes``) and its sliding window (:attr:`WindowGeometry.cycles`)."""
+def pixel_options(layer):
+    """The ``pixels`` (output pixels per cycle) a :class:`~hwnet.ir.Conv2d` can take, ascending: the common
+    divisors of its input and output widths (more than 1 only at ``pe = OC``, ``simd = patch``)."""
+    return [d for d in _divisors(math.gcd(layer.in_shape[1], layer.out_shape[1]))]
+
+
+def conv_cycles(layer, pe, simd, pixels=1):
+    """Cycles per image of a :class:`~hwnet.ir.Conv2d` at folding (``pe``, ``simd``, ``pixels``): the slower of
+    its matrix-vector unit (``OH * OW * nf * sf * planes / pixels``) and its sliding window
+    (:attr:`WindowGeometry.cycles`)."""
     oh, ow, _ = layer.out_shape
-    mvau = oh * ow * (layer.out_channels // pe) * (layer.patch_size // simd) * layer.matmul.planes
-    return max(mvau, window_geometry(layer, pe, simd).cycles)
+    mvau = oh * ow * (layer.out_channels // pe) * (layer.patch_size // simd) * layer.matmul.planes // pixels
+    return max(mvau, window_geometry(layer, pe, simd, pixels).cycles)
 
 
 def pe_kind(layer):
@@ -402,6 +414,10 @@ class DenseStage:
     vectors : int
         Input vectors per inference: 1 for a dense layer, ``OH * OW`` patches for a convolution (whose output
         pixels then leave one after another, ``nf`` beats of ``pe`` channels each: NHWC).
+    pixels : int
+        Input vectors per beat, side by side (a convolution's ``pixels``: its output pixels per cycle); then
+        ``sf = 1``, ``nf = 1`` and every PE runs once per vector of the beat on the same weight word; the output
+        beat carries the vectors' outputs one vector after another (NHWC). ``vectors`` counts beats.
     pad_code : int
         Wire code of the input that pads a vector's last beat (:attr:`pad_lanes` lanes, see the module
         documentation; its weights in :attr:`weight_words` are the pad weight); 0 when ``simd`` divides
@@ -429,6 +445,7 @@ class DenseStage:
     spram_pes: int = 0
     spram_base: int = None
     pad_code: int = 0
+    pixels: int = 1
 
     @property
     def kind(self):
@@ -465,11 +482,11 @@ class DenseStage:
 
     @property
     def in_size(self):
-        return self.vectors * self.in_features
+        return self.vectors * self.pixels * self.in_features
 
     @property
     def out_size(self):
-        return self.vectors * self.out_features
+        return self.vectors * self.pixels * self.out_features
 
     @property
     def levels(self):
@@ -520,11 +537,11 @@ class DenseStage:
 
     @property
     def lanes_in(self):
-        return self.simd
+        return self.simd * self.pixels
 
     @property
     def lanes_out(self):
-        return self.pe
+        return self.pe * self.pixels
 
 
 @dataclass(frozen=True)
@@ -533,7 +550,8 @@ class WindowGeometry:
     documentation explains the line buffer and derives the timing): pure arithmetic, shared by the unit and the
     compiler's cycle model.
 
-    ``rows`` None means the default ``KH + sh`` line buffer rows.
+    ``rows`` None means the default ``KH + sh`` line buffer rows. ``pixels`` > 1: each input beat carries that
+    many whole pixels and each output beat that many whole patches (``positions = KH * KW``, ``simd = C``).
     """
     in_shape: tuple
     kernel: tuple
@@ -542,6 +560,7 @@ class WindowGeometry:
     simd: int
     rows: int = None
     positions: int = 1
+    pixels: int = 1
 
     def __post_init__(self):
         if self.rows is None:
@@ -557,27 +576,33 @@ class WindowGeometry:
         return self.kernel[0] * self.kernel[1] * self.in_shape[2]
 
     @property
+    def lanes_in(self):
+        """Elements per input beat: ``simd`` channels of ``pixels`` pixels."""
+        return self.simd * self.pixels
+
+    @property
     def in_beats(self):
-        """Input beats per image: ``H * W * C / simd``."""
+        """Input beats per image: ``H * W * C / (simd * pixels)``."""
         h, w, c = self.in_shape
-        return h * w * c // self.simd
+        return h * w * c // self.lanes_in
 
     @property
     def lanes_out(self):
-        """Elements per output beat: ``simd`` channels of each of ``positions`` kernel positions."""
-        return self.simd * self.positions
+        """Elements per output beat: ``simd`` channels of each of ``positions`` kernel positions, of each of
+        ``pixels`` output pixels."""
+        return self.simd * self.positions * self.pixels
 
     @property
     def out_beats(self):
-        """Output beats per image: ``OH * OW * KH * KW * C / (simd * positions)``."""
+        """Output beats per image: ``OH * OW * KH * KW * C / lanes_out``."""
         oh, ow, _ = self.out_shape
         return oh * ow * self.patch_size // self.lanes_out
 
     @property
     def depth(self):
-        """Words of the line buffer: ``rows * W * C / simd``."""
+        """Words of the line buffer (each ``lanes_in`` elements): ``rows * W * C / lanes_in``."""
         _, w, c = self.in_shape
-        return self.rows * w * c // self.simd
+        return self.rows * w * c // self.lanes_in
 
     def row_span(self, oy):
         """``(low, need)``: output row ``oy`` reads the input rows ``low .. need - 1``."""
@@ -598,7 +623,7 @@ class WindowGeometry:
         h, w, c = self.in_shape
         low_last, _ = self.row_span(self.out_shape[0] - 1)
         _, need_first = self.row_span(0)
-        return max(0, h + need_first - (low_last + self.rows)) * w * c // self.simd
+        return max(0, h + need_first - (low_last + self.rows)) * w * c // self.lanes_in
 
     @property
     def cycles(self):
@@ -619,7 +644,7 @@ class WindowStage:
     dtype: DataType
 
     in_type = out_type = property(lambda self: self.dtype)
-    lanes_in = property(lambda self: self.geometry.simd)
+    lanes_in = property(lambda self: self.geometry.lanes_in)
     lanes_out = property(lambda self: self.geometry.lanes_out)
     cycles = property(lambda self: self.geometry.cycles)
 
@@ -636,27 +661,31 @@ class WindowStage:
     @property
     def memory_bits(self):
         """The line buffer: ``rows * W * C * bits`` (its copies for several read ports not counted)."""
-        return self.geometry.depth * self.geometry.simd * self.dtype.bits
+        return self.geometry.depth * self.geometry.lanes_in * self.dtype.bits
 
     def unit_arguments(self):
         """Keyword arguments of its :class:`~hwnet.gateware.window.SlidingWindow`."""
         g = self.geometry
         return dict(in_shape=g.in_shape, kernel=g.kernel, stride=g.stride, padding=g.padding, pad_code=self.pad_code,
+                    pixels=g.pixels,
                     simd=g.simd, bits=self.dtype.bits, rows=g.rows, positions=g.positions)
 
 
 @dataclass(frozen=True)
 class PoolStage:
-    """A streaming max-pool over NHWC images, ``simd`` elements per beat (one beat per cycle)."""
+    """A streaming max-pool over NHWC images, ``simd`` elements per beat (one beat per cycle); with ``pixels`` >
+    1 (``simd = C``) each input beat carries that many whole pixels of one window, max-reduced first."""
     name: str
     in_shape: tuple
     kernel: tuple
     stride: tuple
     simd: int
     dtype: DataType
+    pixels: int = 1
 
     in_type = out_type = property(lambda self: self.dtype)
-    lanes_in = lanes_out = property(lambda self: self.simd)
+    lanes_out = property(lambda self: self.simd)
+    lanes_in = property(lambda self: self.simd * self.pixels)
 
     @property
     def out_shape(self):
@@ -672,8 +701,8 @@ class PoolStage:
 
     @property
     def cycles(self):
-        """One input beat per cycle: ``H * W * C / simd``."""
-        return self.in_size // self.simd
+        """One input beat per cycle: ``H * W * C / (simd * pixels)``."""
+        return self.in_size // self.lanes_in
 
     @property
     def memory_bits(self):
@@ -682,7 +711,8 @@ class PoolStage:
 
     def unit_arguments(self):
         """Keyword arguments of its :class:`~hwnet.gateware.pool.MaxPool`."""
-        return dict(in_shape=self.in_shape, kernel=self.kernel, stride=self.stride, simd=self.simd, dtype=self.dtype)
+        return dict(in_shape=self.in_shape, kernel=self.kernel, stride=self.stride, simd=self.simd, dtype=self.dtype,
+                    pixels=self.pixels)
 
 
 @dataclass(frozen=True)
@@ -755,6 +785,7 @@ class DesignPlan:
             if isinstance(s, DenseStage):
                 stages.append({"name": s.name, "kind": "dense", "pe_kind": s.kind, "in": s.in_features,
                                "out": s.out_features, "pe": s.pe, "simd": s.simd, "nf": s.nf, "sf": s.sf,
+                               "pixels": s.pixels, "pad_lanes": s.pad_lanes,
                                "planes": s.planes, "vectors": s.vectors, "cycles": s.cycles,
                                "in_type": s.in_type.name, "weight_type": s.weight_type.name,
                                "out_type": s.out_type.name, "acc_type": s.acc_type.name,
@@ -767,12 +798,13 @@ class DesignPlan:
                 stages.append({"name": s.name, "kind": "window", "in_shape": list(g.in_shape),
                                "out_shape": list(g.out_shape), "kernel": list(g.kernel), "stride": list(g.stride),
                                "padding": list(g.padding), "pad_code": s.pad_code, "simd": g.simd,
-                               "positions": g.positions, "lanes_out": g.lanes_out, "rows": g.rows,
+                               "positions": g.positions, "pixels": g.pixels, "lanes_out": g.lanes_out,
+                               "rows": g.rows,
                                "type": s.dtype.name, "cycles": s.cycles, "line_buffer_bits": s.memory_bits})
             elif isinstance(s, PoolStage):
                 stages.append({"name": s.name, "kind": "maxpool", "in_shape": list(s.in_shape),
                                "out_shape": list(s.out_shape), "kernel": list(s.kernel), "stride": list(s.stride),
-                               "simd": s.simd, "type": s.dtype.name, "cycles": s.cycles})
+                               "simd": s.simd, "pixels": s.pixels, "type": s.dtype.name, "cycles": s.cycles})
             else:
                 stages.append({"name": s.name, "kind": "threshold", "size": s.size, "lanes": s.lanes,
                                "in_type": s.in_type.name, "out_type": s.out_type.name,
@@ -908,10 +940,25 @@ def _input_lanes(layer, lanes_out, upstream_bits=0):
     if isinstance(layer, Dense):
         return feed_lanes(layer.in_features, layer.simd, layer.in_type.bits, upstream_bits)
     if isinstance(layer, Conv2d):
-        return window_lanes(layer)[0]
+        return window_geometry(layer).lanes_in
     if isinstance(layer, MaxPool2d):
-        return math.gcd(lanes_out or layer.in_shape[2], layer.in_shape[2])
+        simd, pixels = pool_lanes(layer, lanes_out)
+        return simd * pixels
     return lanes_out or 1
+
+
+def pool_lanes(layer, lanes_out):
+    """``(simd, pixels)`` of the max-pool for the :class:`~hwnet.ir.MaxPool2d` ``layer`` behind a stage giving
+    ``lanes_out`` elements per beat: when those beats hold several whole pixels, as many of them per beat
+    (``simd = C``) as always fall into one window column (the most that divides the beat's pixels, the kernel
+    width, the stride and the image width; a width converter splits the beats if fewer), else ``gcd(lanes_out,
+    C)`` channels of one pixel."""
+    c = layer.in_shape[2]
+    if lanes_out and lanes_out > c and lanes_out % c == 0:
+        p = math.gcd(lanes_out // c, layer.kernel[1], layer.stride[1], layer.in_shape[1])
+        if p > 1:
+            return c, p
+    return math.gcd(lanes_out or c, c), 1
 
 
 def plan(network, *, threshold_search=None):
@@ -942,10 +989,12 @@ def plan(network, *, threshold_search=None):
             stages.append(WindowStage(name=f"{layer.name}_window", geometry=window_geometry(layer),
                                       pad_code=int(layer.in_type.encode([layer.pad_value])[0]), dtype=layer.in_type))
             oh, ow, _ = layer.out_shape
-            stages.append(replace(_dense_stage(layer.matmul, threshold_search), vectors=oh * ow))
+            stages.append(replace(_dense_stage(layer.matmul, threshold_search), vectors=oh * ow // layer.pixels,
+                                  pixels=layer.pixels))
         elif isinstance(layer, MaxPool2d):
+            simd, pixels = pool_lanes(layer, lanes_out)
             stages.append(PoolStage(name=layer.name, in_shape=layer.in_shape, kernel=layer.kernel,
-                                    stride=layer.stride, simd=_input_lanes(layer, lanes_out), dtype=layer.in_type))
+                                    stride=layer.stride, simd=simd, dtype=layer.in_type, pixels=pixels))
         elif isinstance(layer, MultiThreshold):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             if isinstance(nxt, MultiThreshold):

@@ -450,6 +450,12 @@ class Conv2d:
     pe, simd : int or None
         Folding: ``pe`` must divide ``out_channels`` and ``simd`` must divide ``kernel_h * kernel_w *
         in_channels``. None leaves the choice to the compiler.
+    pixels : int or None
+        Output pixels computed per cycle (FINN's multiple-pixel mode, MMV): the sliding window takes ``pixels``
+        input pixels and sends ``pixels`` whole patches per beat, and the matrix-vector unit runs them side by
+        side on the same weights. Needs the layer unrolled per pixel (``pe = out_channels``, ``simd =
+        kernel_h * kernel_w * in_channels``) and ``pixels`` dividing the input width ``W`` and the output width
+        ``OW``. None (or 1): one pixel at a time. A hardware choice: it changes no result.
     name : str
 
     Once the layer is in a network, ``pad_value`` is the value in use (the default resolved) and ``in_type`` the
@@ -459,7 +465,7 @@ class Conv2d:
     op = "conv2d"
 
     def __init__(self, *, weights, weight_type="bipolar", in_shape, stride=1, padding=0, pad_value=None,
-                 thresholds=None, out_type=None, products=None, pe=None, simd=None, name="conv2d"):
+                 thresholds=None, out_type=None, products=None, pe=None, simd=None, pixels=None, name="conv2d"):
         self.name = str(name)
         what = f"layer {self.name!r}"
         self.weights = _int_array(weights, f"{what} weights (out_channels, kernel_h, kernel_w, in_channels)", 4)
@@ -490,6 +496,7 @@ class Conv2d:
         self.matmul = Dense(weights=self.weights.reshape(self.out_channels, self.patch_size),
                             weight_type=weight_type, thresholds=thresholds, out_type=out_type, pe=pe, simd=simd,
                             products=products, name=self.name)
+        self.pixels = _pixels(pixels, self, what)
         self.in_type = None
 
     # -- shapes ---------------------------------------------------------------------------------------------
@@ -568,25 +575,47 @@ class Conv2d:
         args = dict(weights=self.weights, weight_type=self.weight_type, in_shape=self.in_shape, stride=self.stride,
                     padding=self.padding, pad_value=self._pad_value, thresholds=self.thresholds,
                     out_type=self.out_type if self.thresholds is not None else None, products=self.products,
-                    pe=self.pe, simd=self.simd, name=self.name)
+                    pe=self.pe, simd=self.simd, pixels=self.pixels if self.pixels > 1 else None, name=self.name)
         args.update(changes)
         return Conv2d(**args)
 
-    def with_folding(self, pe, simd):
-        """A copy of this layer with another folding (validated)."""
-        return self.replace(pe=pe, simd=simd)
+    def with_folding(self, pe, simd, pixels=None):
+        """A copy of this layer with another folding (validated), ``pixels`` output pixels per cycle (None: 1)."""
+        return self.replace(pe=pe, simd=simd, pixels=pixels)
 
     def header(self, arrays):
         h = self.matmul.header(arrays)  # weight type, thresholds, out_type, products, acc_type, pe, simd
         arrays[f"{self.name}.weights"] = self.weights.astype(_narrow_dtype(self.weights))
         h.update(op=self.op, in_shape=list(self.in_shape), stride=list(self.stride), padding=list(self.padding),
                  pad_value=self.pad_value)
+        if self.pixels > 1:
+            h["pixels"] = self.pixels
         return h
 
     @classmethod
     def from_header(cls, h, arrays):
         return cls(name=h["name"], in_shape=h["in_shape"], stride=h.get("stride", 1),
-                   padding=h.get("padding", 0), pad_value=h.get("pad_value"), **_matmul_fields(h, arrays))
+                   padding=h.get("padding", 0), pad_value=h.get("pad_value"), pixels=h.get("pixels"),
+                   **_matmul_fields(h, arrays))
+
+
+def _pixels(value, layer, where):
+    """The output pixels per cycle of the :class:`Conv2d` ``layer`` (1 for None), checked."""
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise HwnetError(f"{where}: pixels must be a positive integer or None, got {value!r}")
+    value = int(value)
+    if value == 1:
+        return 1
+    w, ow = layer.in_shape[1], layer.out_shape[1]
+    if w % value or ow % value:
+        raise HwnetError(f"{where}: pixels={value} must divide the input width {w} and the output width {ow}; "
+                         f"choose a common divisor, or leave pixels out")
+    if layer.pe != layer.out_channels or layer.simd != layer.patch_size:
+        raise HwnetError(f"{where}: pixels={value} needs the layer unrolled per pixel (pe={layer.out_channels}, "
+                         f"simd={layer.patch_size}), got pe={layer.pe} simd={layer.simd}")
+    return value
 
 
 class MaxPool2d:

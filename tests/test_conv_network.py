@@ -120,3 +120,40 @@ def test_choose_folding_for_convs(target, channels):
     window = plan.stages[0]
     assert isinstance(window, WindowStage) and channels % window.lanes_in == 0
     assert window.cycles <= max(target, best)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_several_pixels_per_cycle(seed):
+    # a first conv unrolled per pixel computing P output pixels per cycle (its window takes P input pixels per
+    # beat), a pool taking the P pixels per beat, a second conv and a dense layer: exact under stalls, and at
+    # the planned interval without
+    rng = np.random.default_rng(seed + 4300)
+    in_type = str(rng.choice(["bipolar", "uint3", "int4"]))
+    c = int(rng.choice([1, 2]))
+    p = int(rng.choice([2, 4]))
+    spec = dict(weight_type=str(rng.choice(["bipolar", "ternary", "int2"])),
+                out_type=str(rng.choice(["bipolar", "uint2", "int3"])))
+    conv0 = random_conv(rng, (6, 8, c), 4, name="c0", kernel=3, padding=1, in_type=in_type, pixels=p, **spec)
+    pool = ir.MaxPool2d(in_shape=(6, 8, 4), kernel=2, name="p0")
+    conv1 = random_conv(rng, (3, 4, 4), 3, name="c1", kernel=2, in_type=spec["out_type"], pe=3, simd=4)
+    fc = ir.Dense(weights=rng.choice([-1, 1], size=(5, 2 * 3 * 3)), pe=5, simd=6, name="fc")
+    net = ir.Network(input_type=in_type, input_size=6 * 8 * c, layers=[conv0, pool, conv1, fc])
+    plan = compiler.plan(net)
+    window, dense, pooled = plan.stages[:3]
+    assert (window.lanes_in, window.lanes_out, dense.pixels, dense.vectors) == (p * c, p * 9 * c, p, 48 // p)
+    assert (pooled.pixels, pooled.lanes_in, pooled.cycles) == (2, 8, 24)   # 2 | the pool's width: 2 per beat
+    assert window.cycles == 48 // p and dense.cycles == 48 // p
+    _check(net, rng, 3, rng=seed, valid_prob=float(rng.uniform(0.3, 1.0)), ready_prob=float(rng.uniform(0.3, 1.0)))
+    plan, sink = _check(net, rng, 6)
+    ends = [c for (_, last), c in zip(sink.beats, sink.cycles) if last]
+    assert np.diff(ends)[-3:].tolist() == [plan.cycles_per_inference] * 3
+
+
+def test_pixels_need_a_layer_unrolled_per_pixel():
+    rng = np.random.default_rng(1)
+    with pytest.raises(HwnetError, match=r"^layer 'c': pixels=2 needs the layer unrolled per pixel \(pe=4, "
+                                         r"simd=9\), got pe=2 simd=9$"):
+        random_conv(rng, (4, 4, 1), 4, name="c", kernel=3, padding=1, pe=2, simd=9).replace(pixels=2)
+    with pytest.raises(HwnetError, match=r"^layer 'c': pixels=3 must divide the input width 4 and the output "
+                                         r"width 4; choose a common divisor, or leave pixels out$"):
+        random_conv(rng, (4, 4, 1), 4, name="c", kernel=3, padding=1, pixels=3)

@@ -23,14 +23,14 @@ def _layer(in_shape, kernel, stride, dtype):
     return layer
 
 
-def _check(layer, simd, rng, *, images, valid_prob, ready_prob):
+def _check(layer, simd, rng, *, images, valid_prob, ready_prob, pixels=1):
     """Stream ``images`` random images through the unit for ``layer``; compare every output beat (data and
     last) with golden.maxpool2d, encoded. Returns (dut, source, sink)."""
     t = layer.in_type
     x = rng.choice(t.values(), size=(images, layer.in_size))
     expected = vectors_to_beats(golden.maxpool2d(layer, x), t, simd)
-    dut = MaxPool.from_layer(layer, simd)
-    source, sink = simulate_stream(dut, vectors_to_beats(x, t, simd), len(expected),
+    dut = MaxPool.from_layer(layer, simd, pixels)
+    source, sink = simulate_stream(dut, vectors_to_beats(x, t, simd * pixels), len(expected),
                                    rng=int(rng.integers(1 << 30)), valid_prob=valid_prob, ready_prob=ready_prob)
     what = f"in_shape={layer.in_shape} kernel={layer.kernel} stride={layer.stride} simd={simd} {t}"
     assert len(sink.beats) == len(expected) == images * dut.out_beats
@@ -64,6 +64,38 @@ def test_gapped_and_edge_shapes(in_shape, kernel, stride):
     rng = np.random.default_rng(in_shape[0] * 100 + in_shape[1])
     for dtype, simd in [("int4", 1), ("bipolar", in_shape[2]), ("ternary", divisors(in_shape[2])[-2:][0])]:
         _check(_layer(in_shape, kernel, stride, dtype), simd, rng, images=3, valid_prob=0.6, ready_prob=0.5)
+
+
+@pytest.mark.parametrize("dtype", TYPES)
+@pytest.mark.parametrize("in_shape,kernel,stride,pixels", [
+    ((4, 8, 2), (2, 2), None, 2),
+    ((6, 8, 1), (2, 4), None, 4),
+    ((6, 8, 3), (2, 4), None, 2),
+    ((7, 12, 2), (2, 2), (3, 4), 2),  # gaps: whole beats of skipped pixels
+    ((5, 9, 1), (1, 3), (2, 3), 3),
+    ((28, 28, 4), (2, 2), None, 2),   # the MNIST CNN's first pool (4 of its 16 channels)
+])
+def test_several_pixels_per_beat(dtype, in_shape, kernel, stride, pixels):
+    rng = np.random.default_rng(sum(map(ord, dtype)) + in_shape[1] * 7 + pixels)
+    dut, source, sink = _check(_layer(in_shape, kernel, stride, dtype), in_shape[2], rng, images=2,
+                               valid_prob=0.7, ready_prob=0.6, pixels=pixels)
+    assert dut.in_beats == in_shape[0] * in_shape[1] // pixels
+    # without stalls, one beat of `pixels` pixels every cycle
+    dut, source, sink = _check(_layer(in_shape, kernel, stride, dtype), in_shape[2], rng, images=2,
+                               valid_prob=1.0, ready_prob=1.0, pixels=pixels)
+    assert source.cycles == list(range(source.cycles[0], source.cycles[0] + 2 * dut.in_beats))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(in_shape=(4, 8, 2), kernel=2, simd=1, pixels=2), r"^pixels=2 carries whole pixels: simd must be the 2 "
+                                                          r"channels, got simd=1$"),
+    (dict(in_shape=(4, 8, 2), kernel=3, simd=2, pixels=2), r"^pixels=2 must divide the kernel width 3, the "
+                                                          r"stride 3 and the image width 8"),
+    (dict(in_shape=(4, 6, 2), kernel=2, stride=3, simd=2, pixels=2), r"^pixels=2 must divide .* the stride 3"),
+])
+def test_bad_pixels(kwargs, message):
+    with pytest.raises(HwnetError, match=message):
+        MaxPool(dtype=parse_type("uint2"), **kwargs)
 
 
 @pytest.mark.parametrize("valid_prob,ready_prob", [(0.95, 0.1), (0.1, 0.95)])

@@ -33,19 +33,23 @@ def _fits(in_shape, kernel, stride, padding):
     return h + top + bottom >= kh and w + left + right >= kw
 
 
-def _check(layer, simd, rng, *, images, valid_prob, ready_prob, rows=None, max_cycles=None, positions=1):
+def _check(layer, simd, rng, *, images, valid_prob, ready_prob, rows=None, max_cycles=None, positions=1, pixels=1):
     """Stream ``images`` random images through the unit for ``layer`` and compare every output beat (data and
     last) with golden.conv2d_patches, encoded. Returns (dut, source, sink)."""
     t = layer.in_type
     x = rng.choice(t.values(), size=(images, layer.in_size))
-    expected = vectors_to_beats(golden.conv2d_patches(layer, x), t, simd * positions)
-    dut = SlidingWindow.from_conv(layer, simd, rows=rows, positions=positions)
-    source, sink = simulate_stream(dut, vectors_to_beats(x, t, simd), len(expected),
+    patches = golden.conv2d_patches(layer, x)
+    patches = patches.reshape(-1, patches.shape[-1] * pixels)  # `pixels` consecutive patches of a row per beat
+    expected = vectors_to_beats(patches, t, simd * positions * pixels)
+    if pixels > 1:  # every beat ends patches
+        expected = [(word, 1) for word, _ in expected]
+    dut = SlidingWindow.from_conv(layer, simd, rows=rows, positions=positions, pixels=pixels)
+    source, sink = simulate_stream(dut, vectors_to_beats(x, t, simd * pixels), len(expected),
                                    rng=int(rng.integers(1 << 30)), valid_prob=valid_prob, ready_prob=ready_prob,
                                    max_cycles=max_cycles)
     what = (f"in_shape={layer.in_shape} kernel={(layer.kernel_h, layer.kernel_w)} stride={layer.stride} "
             f"padding={layer.padding} simd={simd} {t}")
-    per_patch = dut.out_beats // (dut.out_shape[0] * dut.out_shape[1])
+    per_patch = max(1, dut.out_beats // (dut.out_shape[0] * dut.out_shape[1]))
     for k, (got, want) in enumerate(zip(sink.beats, expected)):
         assert got == want, f"{what}: output beat {k} (of patch {k // per_patch}) is {got}, expected {want}"
     assert len(source.cycles) == images * dut.in_beats
@@ -107,6 +111,50 @@ def test_several_positions_per_beat_run_at_the_planned_interval(in_shape, kernel
     dut, source, sink = _check(layer, in_shape[2], np.random.default_rng(7), images=images, valid_prob=1.0,
                                ready_prob=1.0, positions=positions)
     assert dut.out_beats == dut.out_shape[0] * dut.out_shape[1] * kernel[0] * kernel[1] // positions
+    starts = [sink.cycles[n * dut.out_beats] for n in range(images)]
+    assert np.diff(starts).tolist() == [dut.geometry.cycles] * (images - 1)
+    assert dut.geometry.cycles == max(dut.out_beats + dut.image_gap, dut.in_beats)
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (1, 2), (2, 2), (3, 3), (2, 3), (3, 1), (1, 4)])
+def test_several_pixels_per_beat_match_golden_with_stalls(kernel):
+    # whole pixels in, `pixels` of them per input beat, and `pixels` whole patches per output beat: every stride
+    # and padding, every pixel count that divides both widths
+    rng = np.random.default_rng(300 + kernel[0] * 10 + kernel[1])
+    tried = 0
+    for stride, padding in itertools.product(STRIDES + [(1, 3)], PADDINGS + [(1, 0, 3, 2), (0, 1, 0, 5)]):
+        for _ in range(20):
+            in_shape = (int(rng.integers(2, 6)), int(rng.choice([4, 6, 8, 9])), int(rng.choice([1, 2, 3])))
+            if not _fits(in_shape, kernel, stride, padding):
+                continue
+            t = parse_type(str(rng.choice(TYPES)))
+            layer = _conv(in_shape, kernel, stride, padding, t, pad_value=int(rng.choice(t.values())))
+            ps = [d for d in divisors(in_shape[1]) if d > 1 and layer.out_shape[1] % d == 0]
+            if ps:
+                break
+        else:
+            continue
+        for p in ps:
+            _check(layer, in_shape[2], rng, images=2, valid_prob=float(rng.uniform(0.4, 1.0)),
+                   ready_prob=float(rng.uniform(0.3, 1.0)), positions=kernel[0] * kernel[1], pixels=p)
+            tried += 1
+    assert tried >= 8
+
+
+@pytest.mark.parametrize("in_shape, kernel, stride, padding, pixels", [
+    ((28, 28, 1), (3, 3), 1, 1, 2),     # the MNIST CNN's first layer: 392 cycles per image
+    ((8, 8, 1), (3, 3), 1, 1, 4),
+    ((8, 8, 2), (3, 3), 1, 0, 2),       # valid padding: OW = 6
+    ((9, 9, 1), (3, 3), 3, 0, 3),
+    ((6, 8, 1), (2, 2), 2, 0, 2),
+])
+def test_several_pixels_per_beat_run_at_the_planned_interval(in_shape, kernel, stride, padding, pixels):
+    layer = _conv(in_shape, kernel, stride, padding, "bipolar")
+    images = 4
+    dut, source, sink = _check(layer, in_shape[2], np.random.default_rng(9), images=images, valid_prob=1.0,
+                               ready_prob=1.0, positions=kernel[0] * kernel[1], pixels=pixels)
+    oh, ow, _ = dut.out_shape
+    assert dut.out_beats == oh * ow // pixels and dut.in_beats == in_shape[0] * in_shape[1] // pixels
     starts = [sink.cycles[n * dut.out_beats] for n in range(images)]
     assert np.diff(starts).tolist() == [dut.geometry.cycles] * (images - 1)
     assert dut.geometry.cycles == max(dut.out_beats + dut.image_gap, dut.in_beats)
@@ -291,6 +339,11 @@ BASE = {"in_shape": (4, 4, 4), "kernel": 3, "stride": 1, "padding": 0, "pad_code
                                   r"divides the kernel's 9 positions into whole rows$"),
     ({"positions": 6, "simd": 4}, r"^positions=6 must divide the kernel width 3"),
     ({"positions": 0}, r"^positions must be a positive integer, not 0$"),
+    ({"pixels": 2}, r"^pixels=2 sends whole patches of whole pixels: simd must be the 4 input channels and "
+                    r"positions the kernel's 9, got simd=2 positions=1$"),
+    ({"pixels": 2, "simd": 4, "positions": 9, "padding": (0, 0, 1, 0)},
+     r"^pixels=2 must divide the input width 4 and the output width 3$"),
+    ({"pixels": 0}, r"^pixels must be a positive integer, not 0$"),
 ])
 def test_bad_parameters(change, message):
     with pytest.raises(HwnetError, match=message):

@@ -21,6 +21,11 @@ the whole unit, memory read ports included, and nothing is lost or repeated)::
     S3.. out     y = sum_l [h >= T_l] by :class:`~.threshold.ThresholdSearch` (``bits(L) - 1`` more stages for a
                  binary search), or ``step * h + bias`` for a raw layer, registered on ``o``.
 
+Several vectors per beat (``stage.pixels = P > 1``, a convolution's output pixels per cycle; only with ``nf =
+sf = planes = 1``): an input beat holds ``P`` vectors side by side, each PE's weight word feeds ``P`` processing
+elements, one per vector, each with its own accumulator and threshold search, and the output beat holds the ``P``
+vectors' outputs one after another (``pe`` lanes each: NHWC for consecutive pixels).
+
 A fold's output beat is valid :attr:`MatrixVectorThresholdUnit.latency` cycles after the cycle in which its last
 input beat was issued (accepted, for fold 0). The next vector's beats are accepted in the cycle after its
 predecessor's last fold is issued, so a vector takes ``nf * sf * planes`` cycles with no fill overhead.
@@ -54,6 +59,9 @@ def check_dense_stage(stage):
     if not 0 <= stage.spram_pes <= stage.pe or (stage.streamed and stage.weights_in_logic):
         raise HwnetError(f"stage {stage.name!r}: spram_pes must be 0 to pe={stage.pe} and 0 for weights in "
                          f"logic, not {stage.spram_pes}")
+    if stage.pixels != 1 and (stage.nf != 1 or stage.sf != 1 or stage.planes != 1 or stage.streamed):
+        raise HwnetError(f"stage {stage.name!r}: {stage.pixels} vectors per beat need one beat and one fold per "
+                         f"vector (pe = out_features, simd = in_features, not bit-serial, not streamed)")
     if len(stage.biases) != stage.pe or any(len(b) != stage.nf for b in stage.biases):
         raise HwnetError(f"stage {stage.name!r}: biases must be pe x nf")
     if not stage.raw:
@@ -76,15 +84,16 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
     Members
     -------
-    i : ``In(stream.Signature(beat_layout(stage.simd, stage.in_type.bits)))``
-        Input vectors, ``stage.sf`` beats each, ``simd`` lanes of ``in_type`` codes per beat. The incoming
+    i : ``In(stream.Signature(beat_layout(stage.simd * stage.pixels, stage.in_type.bits)))``
+        Input vectors, ``stage.sf`` beats each, ``simd`` lanes of ``in_type`` codes per beat (``pixels`` vectors
+        side by side per beat). The incoming
         ``last`` is ignored: the unit knows its vector length.
     w : ``In(stream.Signature(unsigned(stage.word_bits)))``, only when ``stage.streamed``
         The weight words of the PEs that stream from SPRAM (PEs ``0 .. stage.spram_pes - 1`` side by side; the
         other PEs read their own ROMs) in memory order, one taken with every issued beat, from the
         :class:`~hwnet.gateware.spram.SpramWeightStreamer`; the whole unit waits for it like for its input.
-    o : ``Out(stream.Signature(beat_layout(stage.pe, stage.out_type.bits)))``
-        Output vectors, ``stage.nf`` beats each, ``pe`` lanes of ``stage.out_type`` per beat; ``last`` is set
+    o : ``Out(stream.Signature(beat_layout(stage.pe * stage.pixels, stage.out_type.bits)))``
+        Output vectors, ``stage.nf`` beats each, ``pe`` lanes of ``stage.out_type`` per beat (per vector); ``last`` is set
         on the final beat of every ``stage.vectors``-th vector (the end of an image for a convolution). A raw layer's lanes are the accumulators
         ``arithmetic.step * h + bias`` in two's complement, ``stage.acc_type.bits`` wide.
     """
@@ -96,8 +105,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
                 self._first_code = first_code(stage.out_type)
         self._stage = stage
         members = {
-            "i": In(beat_signature(stage.simd, stage.in_type.bits)),
-            "o": Out(beat_signature(stage.pe, stage.out_type.bits)),
+            "i": In(beat_signature(stage.lanes_in, stage.in_type.bits)),
+            "o": Out(beat_signature(stage.lanes_out, stage.out_type.bits)),
         }
         if stage.streamed:
             members["w"] = In(stream.Signature(unsigned(stage.word_bits)))
@@ -116,8 +125,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
     def elaborate(self, platform):
         s = self._stage
-        pe, nf, sf, planes = s.pe, s.nf, s.sf, s.planes
-        xbits = s.simd * s.in_type.bits
+        pe, nf, sf, planes, pixels = s.pe, s.nf, s.sf, s.planes, s.pixels
+        xbits = s.simd * s.in_type.bits * pixels
         m = Module()
 
         advance = Signal()
@@ -207,26 +216,36 @@ class MatrixVectorThresholdUnit(wiring.Component):
         with m.If(advance):
             m.d.sync += [v2.eq(v1), first2.eq(first1), last_beat2.eq(last_beat1),
                          last_fold2.eq(last_fold1), fold2.eq(fold1), plane2.eq(plane1)]
-        sums = []
+        sums = []   # per vector of the beat, per PE
+        xq = xbits // pixels
+        lane_bits = s.simd * s.lane_bits
+        weights = []
         for p in range(pe):
-            unit = processing_element(simd=s.simd, arithmetic=s.arithmetic,
-                                      weights=s.weight_words[p][0] if s.weights_in_logic else None)
-            m.submodules[f"pe{p}"] = unit
-            lane_bits = s.simd * s.lane_bits
             if p < s.spram_pes:
-                m.d.comb += unit.w.eq(w_word[p * lane_bits:(p + 1) * lane_bits])
+                weights.append(w_word[p * lane_bits:(p + 1) * lane_bits])
             elif not s.weights_in_logic:
-                wmem = Memory(shape=unsigned(s.simd * s.lane_bits), depth=s.depth, init=list(s.weight_words[p]))
+                wmem = Memory(shape=unsigned(lane_bits), depth=s.depth, init=list(s.weight_words[p]))
                 m.submodules[f"weights{p}"] = wmem
                 wport = wmem.read_port()
-                m.d.comb += [wport.addr.eq(waddr), wport.en.eq(advance), unit.w.eq(wport.data)]
-            m.d.comb += unit.x.eq(x1)
-            if planes > 1:
-                m.d.comb += unit.sign_plane.eq(plane1 == planes - 1)
-            term_sum = Signal(unit.o.shape(), name=f"sum{p}")
-            with m.If(advance):
-                m.d.sync += term_sum.eq(unit.o)
-            sums.append(term_sum)
+                m.d.comb += [wport.addr.eq(waddr), wport.en.eq(advance)]
+                weights.append(wport.data)
+            else:
+                weights.append(None)
+        for q in range(pixels):
+            for p in range(pe):
+                suffix = f"{p}" if q == 0 else f"{p}_{q}"
+                unit = processing_element(simd=s.simd, arithmetic=s.arithmetic,
+                                          weights=s.weight_words[p][0] if s.weights_in_logic else None)
+                m.submodules[f"pe{suffix}"] = unit
+                if weights[p] is not None:
+                    m.d.comb += unit.w.eq(weights[p])
+                m.d.comb += unit.x.eq(x1[q * xq:(q + 1) * xq])
+                if planes > 1:
+                    m.d.comb += unit.sign_plane.eq(plane1 == planes - 1)
+                term_sum = Signal(unit.o.shape(), name=f"sum{suffix}")
+                with m.If(advance):
+                    m.d.sync += term_sum.eq(unit.o)
+                sums.append(term_sum)
 
         # S2: accumulate over the sf beats (and planes) of a fold.
         v3 = Signal(name="v3")  # h holds a finished row
@@ -234,13 +253,14 @@ class MatrixVectorThresholdUnit(wiring.Component):
         with m.If(advance):
             m.d.sync += [v3.eq(v2 & last_beat2), last_fold3.eq(last_fold2)]
         accs = []
-        for p in range(pe):
-            h = Signal(s.acc_bits, name=f"h{p}")
-            add = sums[p]
+        for n, term_sum in enumerate(sums):
+            q, p = divmod(n, pe)
+            h = Signal(s.acc_bits, name=f"h{p}" if q == 0 else f"h{p}_{q}")
+            add = term_sum
             if planes > 1:
-                add = Mux(plane2 == 0, sums[p], 0)
+                add = Mux(plane2 == 0, term_sum, 0)
                 for b in range(1, planes):
-                    add = Mux(plane2 == b, sums[p] << b, add)
+                    add = Mux(plane2 == b, term_sum << b, add)
             with m.If(advance & v2):
                 m.d.sync += h.eq(Mux(first2, 0, h) + add)
             accs.append(h)
@@ -248,13 +268,15 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # S3..: thresholds (or step * h + bias), registered on the output.
         lanes = []
         delay = 0
-        for p in range(pe):
+        for n, h in enumerate(accs):
+            q, p = divmod(n, pe)
+            suffix = f"{p}" if q == 0 else f"{p}_{q}"
             if s.raw:
-                lanes.append(self._raw_lane(m, p, accs[p], fold2, advance))
+                lanes.append(self._raw_lane(m, p, h, fold2, advance, suffix))
             else:
                 search = ThresholdSearch(thresholds=s.thresholds[p], width=s.acc_bits, search=s.threshold_search)
-                m.submodules[f"threshold{p}"] = search
-                m.d.comb += [search.en.eq(advance), search.row.eq(fold2), search.value.eq(accs[p])]
+                m.submodules[f"threshold{suffix}"] = search
+                m.d.comb += [search.en.eq(advance), search.row.eq(fold2), search.value.eq(h)]
                 lanes.append((search.y + self._first_code)[:s.out_type.bits])
                 delay = search.latency
         valid_out, last_out = v3, last_fold3
@@ -269,12 +291,12 @@ class MatrixVectorThresholdUnit(wiring.Component):
                 m.d.sync += [self.o.payload.data.eq(Cat(*lanes)), self.o.payload.last.eq(last_out)]
         return m
 
-    def _raw_lane(self, m, p, h, fold2, advance):
-        """``step * h + bias`` of the row in ``h``, truncated to the accumulator type's width."""
+    def _raw_lane(self, m, p, h, fold2, advance, suffix):
+        """``step * h + bias`` of PE ``p``'s row in ``h``, truncated to the accumulator type's width."""
         s = self._stage
         biases = s.biases[p]
         width = max(max(abs(b) for b in biases).bit_length() + 1, 2)
         words = biases[:1] if len(set(biases)) == 1 else biases  # one bias for every row: a constant
-        bias = rom_read(m, f"bias{p}", shape=signed(width), words=words, addr=fold2, en=advance)
+        bias = rom_read(m, f"bias{suffix}", shape=signed(width), words=words, addr=fold2, en=advance)
         scaled = h << (s.arithmetic.step - 1)
         return (Cat(scaled, Const(0, 1)).as_signed() + bias)[:s.out_type.bits]

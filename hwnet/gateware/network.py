@@ -191,7 +191,7 @@ class NetworkTop(wiring.Component):
                 upstream = any(not isinstance(s, ThresholdStage) for s in stages[:index])
                 if self._fifos and isinstance(stage, DenseStage) and upstream:
                     blocks.append((f"s{index}_fifo", BeatFIFO,
-                                   dict(lanes=stage.simd, bits=stage.in_type.bits, depth=self.fifo_depth(stage))))
+                                   dict(lanes=stage.lanes_in, bits=stage.in_type.bits, depth=self.fifo_depth(stage))))
             if isinstance(stage, WindowStage):
                 blocks.append((_submodule_name(index, stage), SlidingWindow, stage.unit_arguments()))
             elif isinstance(stage, PoolStage):

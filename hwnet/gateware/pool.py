@@ -28,9 +28,15 @@ produce output; the others (accumulating or dropped) still flow. Without stalls 
 beat per cycle, images back to back, and an output beat is valid :attr:`MaxPool.latency` (1) cycle after the
 input beat completing its window was accepted. Nothing is lost or repeated under stalls: the counters and
 the memory only move on an accepted beat, and the output register only changes when it is empty or taken.
+
+Several pixels per beat (``pixels = P > 1``, behind a convolution that computes ``P`` output pixels per cycle):
+an input beat carries ``P`` consecutive pixels of a row, whole (``simd = C``). With ``P`` dividing the kernel
+width, the stride and the image width, the ``P`` pixels of a beat always lie in the same window (or all in a
+gap), so they are max-reduced lane by lane as they arrive, and the result goes through the unit above for the
+``H x W/P`` image with kernel ``(KH, KW/P)`` and stride ``(sh, sw/P)``: one beat of ``P`` pixels per cycle.
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -71,7 +77,7 @@ class MaxPool(wiring.Component):
         The pooled images, ``OH * OW * C / simd`` beats each, NHWC, ``last`` on the final beat of each.
     """
 
-    def __init__(self, *, in_shape, kernel, stride=None, simd, dtype, src_loc_at=0):
+    def __init__(self, *, in_shape, kernel, stride=None, simd, dtype, pixels=1, src_loc_at=0):
         with validating(self):
             self._in_shape = _int_tuple(in_shape, "in_shape", "(H, W, C), three positive integers", 3, 1,
                                         scalar=False)
@@ -95,26 +101,35 @@ class MaxPool(wiring.Component):
             if sh < kh or sw < kw:
                 raise HwnetError(f"stride {self._stride} is smaller than the kernel {self._kernel}: overlapping "
                                  f"max-pooling is not supported yet (use stride >= kernel)")
+            self._pixels = check_positive_int(pixels, "pixels")
+            if self._pixels > 1:
+                if self._simd != c:
+                    raise HwnetError(f"pixels={self._pixels} carries whole pixels: simd must be the {c} channels, "
+                                     f"got simd={self._simd}")
+                if kw % self._pixels or sw % self._pixels or w % self._pixels:
+                    raise HwnetError(f"pixels={self._pixels} must divide the kernel width {kw}, the stride {sw} "
+                                     f"and the image width {w}, so that a beat's pixels share a window")
         super().__init__({
-            "i": In(beat_signature(self._simd, dtype.bits)),
+            "i": In(beat_signature(self._simd * self._pixels, dtype.bits)),
             "o": Out(beat_signature(self._simd, dtype.bits)),
         }, src_loc_at=src_loc_at)
 
     @classmethod
-    def from_layer(cls, layer, simd):
+    def from_layer(cls, layer, simd, pixels=1):
         """The unit for the :class:`~hwnet.ir.MaxPool2d` ``layer`` (bound into a network, so that its element
-        type is known), ``simd`` elements per beat."""
+        type is known), ``simd`` elements of ``pixels`` pixels per input beat."""
         if not isinstance(layer, MaxPool2d):
             raise HwnetError(f"MaxPool.from_layer needs a hwnet.ir.MaxPool2d, not {type(layer).__name__}")
         if layer.in_type is None:
             raise HwnetError(f"layer {layer.name!r} has no input type yet; put it in a hwnet.ir.Network first")
         return cls(in_shape=layer.in_shape, kernel=layer.kernel, stride=layer.stride, simd=simd,
-                   dtype=layer.in_type, src_loc_at=1)
+                   dtype=layer.in_type, pixels=pixels, src_loc_at=1)
 
     in_shape = property(lambda self: self._in_shape)
     kernel = property(lambda self: self._kernel)
     stride = property(lambda self: self._stride)
     simd = property(lambda self: self._simd)
+    pixels = property(lambda self: self._pixels, doc="Pixels per input beat.")
     dtype = property(lambda self: self._dtype)
     bits = property(lambda self: self._dtype.bits)
 
@@ -125,9 +140,9 @@ class MaxPool(wiring.Component):
 
     @property
     def in_beats(self):
-        """Input beats per image: ``H * W * C / simd``."""
+        """Input beats per image: ``H * W * C / (simd * pixels)``."""
         h, w, c = self._in_shape
-        return h * w * c // self._simd
+        return h * w * c // (self._simd * self._pixels)
 
     @property
     def out_beats(self):
@@ -147,9 +162,11 @@ class MaxPool(wiring.Component):
         return 1
 
     def elaborate(self, platform):
+        if self._pixels > 1:
+            return self._elaborate_pixels()
         (h, w, c), (kh, kw), (sh, sw) = self._in_shape, self._kernel, self._stride
         oh, ow, _ = self.out_shape
-        simd, bits, signed = self._simd, self._dtype.bits, self._dtype.kind in ("int", "ternary")
+        simd, bits = self._simd, self._dtype.bits
         cf = c // simd
         m = Module()
 
@@ -187,10 +204,7 @@ class MaxPool(wiring.Component):
         # Lane-wise max of the accumulator word and the incoming beat.
         data = self.i.payload.data
         merged = Signal(simd * bits, name="merged")
-        for j in range(simd):
-            a, b = rport.data[j * bits:(j + 1) * bits], data[j * bits:(j + 1) * bits]
-            greater = a.as_signed() > b.as_signed() if signed else a > b
-            m.d.comb += merged[j * bits:(j + 1) * bits].eq(Mux(greater, a, b))
+        m.d.comb += merged.eq(self._lane_max(rport.data, data))
         m.d.comb += [
             rport.addr.eq(base + cnt_c),
             wport.addr.eq(base + cnt_c),
@@ -231,4 +245,33 @@ class MaxPool(wiring.Component):
                                 m.d.sync += oy.eq(oy + 1)
                     with m.Else():  # end of the image: the next one follows
                         m.d.sync += [y.eq(0), py.eq(0), oy.eq(0)]
+        return m
+
+    def _lane_max(self, a, b):
+        """The lane-wise maximum of two words of ``simd`` elements."""
+        bits, signed = self._dtype.bits, self._dtype.kind in ("int", "ternary")
+        lanes = []
+        for j in range(self._simd):
+            x, y = a[j * bits:(j + 1) * bits], b[j * bits:(j + 1) * bits]
+            lanes.append(Mux(x.as_signed() > y.as_signed() if signed else x > y, x, y))
+        return Cat(*lanes)
+
+    def _elaborate_pixels(self):
+        """``pixels`` > 1: the beat's pixels max-reduced, then pooled as one (see the module documentation)."""
+        (h, w, c), (kh, kw), (sh, sw), p = self._in_shape, self._kernel, self._stride, self._pixels
+        m = Module()
+        m.submodules.pool = pool = MaxPool(in_shape=(h, w // p, c), kernel=(kh, kw // p), stride=(sh, sw // p),
+                                           simd=c, dtype=self._dtype)
+        width = c * self._dtype.bits
+        data = self.i.payload.data
+        reduced = data[:width]
+        for q in range(1, p):
+            reduced = self._lane_max(reduced, data[q * width:(q + 1) * width])
+        m.d.comb += [
+            pool.i.payload.data.eq(reduced),
+            pool.i.payload.last.eq(self.i.payload.last),
+            pool.i.valid.eq(self.i.valid),
+            self.i.ready.eq(pool.i.ready),
+        ]
+        wiring.connect(m, pool.o, wiring.flipped(self.o))
         return m

@@ -381,9 +381,13 @@ def random_dense(rng, in_features, out_features, *, name, in_type="bipolar", wei
 
 def random_conv(rng, in_shape, out_channels, *, name, kernel, stride=1, padding=0, pad_value=None,
                 in_type="bipolar", weight_type="bipolar", raw=False, out_type="bipolar", pe=None, simd=None,
-                max_cycles=None, products=False):
+                max_cycles=None, products=False, pixels=None):
     """A random :class:`~hwnet.ir.Conv2d` over ``in_shape`` images: the weights, thresholds, products table and
-    folding of a :func:`random_dense` over its patches (``max_cycles`` bounds the cycles per patch)."""
+    folding of a :func:`random_dense` over its patches (``max_cycles`` bounds the cycles per patch). ``pixels``
+    > 1 unrolls it per pixel with that many output pixels per cycle."""
+    if pixels is not None and pixels > 1:
+        kh, kw = (kernel, kernel) if np.ndim(kernel) == 0 else kernel
+        pe, simd = out_channels, kh * kw * in_shape[2]
     kh, kw = (kernel, kernel) if np.ndim(kernel) == 0 else kernel
     c = in_shape[2]
     dense = random_dense(rng, kh * kw * c, out_channels, name=name, in_type=in_type, weight_type=weight_type,
@@ -391,15 +395,18 @@ def random_conv(rng, in_shape, out_channels, *, name, kernel, stride=1, padding=
     return Conv2d(weights=dense.weights.reshape(out_channels, kh, kw, c), weight_type=dense.weight_type,
                   in_shape=in_shape, stride=stride, padding=padding, pad_value=pad_value,
                   thresholds=dense.thresholds, out_type=None if raw else dense.out_type, products=dense.products,
-                  pe=dense.pe, simd=dense.simd, name=name)
+                  pe=dense.pe, simd=dense.simd, pixels=pixels, name=name)
 
 
-def random_cnn(rng, *, max_cycles=None):
+def random_cnn(rng, *, max_cycles=None, pixels_prob=0.3):
     """A small random convolutional network: an input type, one or two random convolutions (kernel, stride,
-    padding, pad value, weight and output types, folding), a max-pool where it fits, a last dense layer (raw
-    or thresholded). Images of 3..7 pixels a side and 1..4 channels, for simulation."""
+    padding, pad value, weight and output types, folding; with probability ``pixels_prob`` unrolled per pixel
+    with several output pixels per cycle where the widths allow), a max-pool where it fits, a last dense layer
+    (raw or thresholded). Images of 3..7 pixels a side (a width of 4, 6 or 8 more often) and 1..4 channels,
+    for simulation."""
     input_type = parse_type(str(rng.choice(["bipolar", "uint3", "int4", "ternary"])))
-    shape = (int(rng.integers(3, 8)), int(rng.integers(3, 8)), int(rng.integers(1, 5)))
+    width = int(rng.integers(3, 8)) if rng.random() < 0.5 else int(rng.choice([4, 6, 8]))
+    shape = (int(rng.integers(3, 8)), width, int(rng.integers(1, 5)))
     layers, t = [], input_type
     for k in range(int(rng.integers(1, 3))):
         spec = random_layer_specs(rng, 1, logic_ok=[False])[0]
@@ -410,9 +417,14 @@ def random_cnn(rng, *, max_cycles=None):
         stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
         legal = t.values()
         pad_value = None if rng.random() < 0.5 else int(rng.choice(legal))
+        pixels = None
+        if rng.random() < pixels_prob:
+            ow = (shape[1] + padding[2] + padding[3] - kw) // stride[1] + 1
+            common = [d for d in range(2, shape[1] + 1) if shape[1] % d == 0 and ow % d == 0]
+            pixels = int(rng.choice(common)) if common else None
         conv = random_conv(rng, shape, int(rng.choice([2, 3, 4])), name=f"conv{k}", kernel=(kh, kw), stride=stride,
                            padding=padding, pad_value=pad_value, in_type=t, out_type=out_type,
-                           max_cycles=max_cycles, **spec)
+                           max_cycles=max_cycles, pixels=pixels, **spec)
         layers.append(conv)
         t, shape = parse_type(out_type), conv.out_shape
         if rng.random() < 0.6 and shape[0] >= 2 and shape[1] >= 2:

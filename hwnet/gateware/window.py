@@ -59,11 +59,23 @@ reader, its memory read port included, and nothing is lost or repeated; the writ
 
 An output beat is valid :attr:`SlidingWindow.latency` (3) cycles after the cycle in which the last input beat it
 depends on was accepted, when nothing else holds it back.
+
+Several output pixels per beat (``pixels = P > 1``, FINN's multiple-pixel mode; needs whole pixels, ``simd = C``,
+whole patches, ``positions = KH * KW``, and ``P`` dividing ``W`` and ``OW``). An input beat carries ``P``
+consecutive pixels of a row and is one word of the line buffer (``W / P`` words per row slot); an output beat
+carries the whole patches of ``P`` consecutive output pixels ``ox .. ox + P - 1`` (``ox`` a multiple of ``P``),
+one after another. Since ``ox * sw`` is a multiple of ``P``, the element columns those patches read, ``ox * sw -
+left + q * sw + kx``, sit at the same places in the words at every beat: word ``wbase + (a0 + q * sw + kx) // P``,
+lane ``(a0 + q * sw + kx) % P``, with ``wbase = floor((ox * sw - left) / P)`` (a counter) and ``a0 = -left mod
+P``. So each kernel row is read through a fixed set of read ports, one per word the beat touches, and the patch
+lanes are wired from them; a word wholly outside the row (the ``W`` columns are whole words) or a row outside the
+image reads as padding. Synchronization, the writer and the timing are those above, in words of ``P`` pixels: an
+image takes ``max(OH * OW / P + image_gap, H * W / P)`` cycles.
 """
 
 from dataclasses import replace
 
-from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -111,7 +123,7 @@ class SlidingWindow(wiring.Component):
     """
 
     def __init__(self, *, in_shape, kernel, stride=1, padding=0, pad_code=0, simd, bits, rows=None, positions=1,
-                 src_loc_at=0):
+                 pixels=1, src_loc_at=0):
         with validating(self):
             self._in_shape = _int_tuple(in_shape, "in_shape", "(H, W, C), three positive integers", 3, 1,
                                         scalar=False)
@@ -138,13 +150,23 @@ class SlidingWindow(wiring.Component):
                     raise HwnetError(f"positions={self._positions} must divide the kernel width {kw}, or be a "
                                      f"multiple of it that divides the kernel's {kh * kw} positions into whole "
                                      f"rows")
+            self._pixels = check_positive_int(pixels, "pixels")
             self._geometry = WindowGeometry(in_shape=self._in_shape, kernel=self._kernel, stride=self._stride,
-                                            padding=self._padding, simd=self._simd, positions=self._positions)
+                                            padding=self._padding, simd=self._simd, positions=self._positions,
+                                            pixels=self._pixels)
             oh, ow, _ = self.out_shape
             if oh < 1 or ow < 1:
                 raise HwnetError(f"a {kh}x{kw} kernel with stride {self._stride} does not fit the {h}x{w} input "
                                  f"padded by (top, bottom, left, right) = {self._padding} (output {oh}x{ow}); use "
                                  f"a smaller kernel or more padding")
+            if self._pixels > 1:
+                if self._simd != c or self._positions != kh * kw:
+                    raise HwnetError(f"pixels={self._pixels} sends whole patches of whole pixels: simd must be the "
+                                     f"{c} input channels and positions the kernel's {kh * kw}, got simd="
+                                     f"{self._simd} positions={self._positions}")
+                if w % self._pixels or ow % self._pixels:
+                    raise HwnetError(f"pixels={self._pixels} must divide the input width {w} and the output width "
+                                     f"{ow}")
             if rows is not None:
                 rows = check_positive_int(rows, "rows")
                 if rows < self.min_rows:
@@ -152,12 +174,12 @@ class SlidingWindow(wiring.Component):
                                      f"rows one output row reads; use at least {self.min_rows}")
                 self._geometry = replace(self._geometry, rows=rows)
         super().__init__({
-            "i": In(beat_signature(self._simd, self._bits)),
-            "o": Out(beat_signature(self._simd * self._positions, self._bits)),
+            "i": In(beat_signature(self._simd * self._pixels, self._bits)),
+            "o": Out(beat_signature(self._simd * self._positions * self._pixels, self._bits)),
         }, src_loc_at=src_loc_at)
 
     @classmethod
-    def from_conv(cls, layer, simd, *, rows=None, positions=1):
+    def from_conv(cls, layer, simd, *, rows=None, positions=1, pixels=1):
         """The unit feeding the :class:`~hwnet.ir.Conv2d` ``layer`` (bound into a network, so that its input
         type and pad value are known), ``simd`` elements per input beat, ``positions`` kernel positions per output
         beat."""
@@ -168,7 +190,7 @@ class SlidingWindow(wiring.Component):
         pad_code = int(layer.in_type.encode([layer.pad_value])[0])
         return cls(in_shape=layer.in_shape, kernel=(layer.kernel_h, layer.kernel_w), stride=layer.stride,
                    padding=layer.padding, pad_code=pad_code, simd=simd, bits=layer.in_type.bits, rows=rows,
-                   positions=positions, src_loc_at=1)  # the caller made it
+                   positions=positions, pixels=pixels, src_loc_at=1)  # the caller made it
 
     in_shape = property(lambda self: self._in_shape)
     kernel = property(lambda self: self._kernel)
@@ -177,7 +199,9 @@ class SlidingWindow(wiring.Component):
     pad_code = property(lambda self: self._pad_code)
     simd = property(lambda self: self._simd)
     positions = property(lambda self: self._positions, doc="Kernel positions per output beat.")
-    lanes_out = property(lambda self: self._simd * self._positions, doc="Elements per output beat.")
+    pixels = property(lambda self: self._pixels, doc="Pixels per input beat, and patches per output beat.")
+    lanes_in = property(lambda self: self._geometry.lanes_in, doc="Elements per input beat.")
+    lanes_out = property(lambda self: self._geometry.lanes_out, doc="Elements per output beat.")
     bits = property(lambda self: self._bits)
     rows = property(lambda self: self._geometry.rows, doc="Row slots of the line buffer.")
     geometry = property(lambda self: self._geometry,
@@ -196,7 +220,7 @@ class SlidingWindow(wiring.Component):
     @property
     def memory_bits(self):
         """Bits of the line buffer: ``rows * W * C * bits``."""
-        return self.depth * self._simd * self._bits
+        return self.depth * self.lanes_in * self._bits
 
     @property
     def latency(self):
@@ -205,6 +229,8 @@ class SlidingWindow(wiring.Component):
         return 3
 
     def elaborate(self, platform):
+        if self._pixels > 1:
+            return self._elaborate_pixels()
         (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = (self._in_shape, self._kernel, self._stride,
                                                                       self._padding)
         oh, ow, _ = self.out_shape
@@ -335,4 +361,105 @@ class SlidingWindow(wiring.Component):
                 for j, (rport, p1) in enumerate(zip(rports, pads1)):
                     m.d.sync += self.o.payload.data[j * simd * bits:(j + 1) * simd * bits].eq(
                         Mux(p1, pad_word, rport.data))
+        return m
+
+    def _elaborate_pixels(self):
+        """The unit with ``pixels`` > 1 (see the module documentation)."""
+        (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = (self._in_shape, self._kernel, self._stride,
+                                                                      self._padding)
+        oh, ow, _ = self.out_shape
+        p, bits, rows = self._pixels, self._bits, self.rows
+        pix = c * bits           # bits of a pixel
+        wpr = w // p             # words per row slot
+        owp = ow // p            # output beats per output row
+        depth = rows * wpr
+        a0 = (-left) % p
+        wb0 = -((left + p - 1) // p)              # floor(-left / p)
+        nwords = (a0 + (p - 1) * sw + kw - 1) // p + 1
+        m = Module()
+
+        def add_mod(value, step):
+            step %= depth
+            if step == 0:
+                return value
+            return Mux(value >= depth - step, value - (depth - step), value + step)
+
+        def clip(value, lo):
+            return Mux(value < lo, lo, Mux(value > h, h, value))
+
+        m.submodules.lines = lines = Memory(shape=unsigned(p * pix), depth=depth, init=[])
+        wport = lines.write_port()
+        rports = {(ky, k): lines.read_port() for ky in range(kh) for k in range(nwords)}
+
+        advance = Signal()
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+
+        cnt_ox = Signal(range(owp), name="ox")
+        cnt_oy = Signal(range(oh), name="oy")
+        iy0 = Signal(range(-top, h + bottom - kh + 1), init=-top, name="iy0")
+        wbase = Signal(range(wb0, wb0 + (owp - 1) * sw + 1), init=wb0, name="wbase")
+        row_start = (-top * wpr) % depth
+        img = Signal(range(depth), name="img")
+        rbase = Signal(range(depth), init=row_start, name="rbase")
+
+        avail = Signal(range(1 - h, h + rows + 1), name="avail")
+        low, need = clip(iy0, 0), clip(iy0 + kh, 1)
+        ok, issue, last_image = Signal(), Signal(), Signal()
+        m.d.comb += [
+            ok.eq(avail >= need),
+            issue.eq(advance & ok),
+            last_image.eq((cnt_ox == owp - 1) & (cnt_oy == oh - 1)),
+        ]
+        pads = {}
+        for (ky, k), rport in rports.items():
+            pad = pads[ky, k] = Signal(name=f"pad{ky}_{k}")
+            m.d.comb += [
+                pad.eq((iy0 + ky < 0) | (iy0 + ky >= h) | (wbase + k < 0) | (wbase + k >= wpr)),
+                rport.addr.eq(add_mod(rbase, ky * wpr) + wbase + k),
+                rport.en.eq(issue & ~pad),
+            ]
+
+        with m.If(issue):
+            with m.If(cnt_ox != owp - 1):
+                m.d.sync += [cnt_ox.eq(cnt_ox + 1), wbase.eq(wbase + sw)]
+            with m.Else():
+                m.d.sync += [cnt_ox.eq(0), wbase.eq(wb0)]
+                with m.If(cnt_oy != oh - 1):
+                    m.d.sync += [cnt_oy.eq(cnt_oy + 1), iy0.eq(iy0 + sh), rbase.eq(add_mod(rbase, sh * wpr))]
+                with m.Else():  # the next image: its row 0 follows this image's H rows
+                    m.d.sync += [cnt_oy.eq(0), iy0.eq(-top), img.eq(add_mod(img, h * wpr)),
+                                 rbase.eq(add_mod(img, (h - top) * wpr))]
+
+        # Writer: as for one pixel per beat, a word of P pixels per beat.
+        waddr = Signal(range(depth), name="waddr")
+        wpos = Signal(range(wpr), name="wpos")
+        accept, row_done = Signal(), Signal()
+        m.d.comb += [
+            self.i.ready.eq(avail < low + rows),
+            accept.eq(self.i.valid & self.i.ready),
+            row_done.eq(accept & (wpos == wpr - 1)),
+            wport.addr.eq(waddr),
+            wport.data.eq(self.i.payload.data),
+            wport.en.eq(accept),
+        ]
+        with m.If(accept):
+            m.d.sync += [waddr.eq(add_mod(waddr, 1)), wpos.eq(Mux(wpos == wpr - 1, 0, wpos + 1))]
+        m.d.sync += avail.eq(avail + row_done - Mux(issue & last_image, h, 0))
+
+        # S1: the patches, wired from the words read (or padding), registered on the output.
+        pad_pixel = Const(sum(self._pad_code << (j * bits) for j in range(c)), pix)
+        v1 = Signal(name="v1")
+        pads1 = {key: Signal(name=f"{pad.name}_1") for key, pad in pads.items()}
+        lanes = []
+        for q in range(p):
+            for ky in range(kh):
+                for kx in range(kw):
+                    k, lane = divmod(a0 + q * sw + kx, p)
+                    word = rports[ky, k].data
+                    lanes.append(Mux(pads1[ky, k], pad_pixel, word[lane * pix:(lane + 1) * pix]))
+        with m.If(advance):
+            m.d.sync += [v1.eq(issue), self.o.valid.eq(v1)]
+            m.d.sync += [pads1[key].eq(pad) for key, pad in pads.items()]
+            with m.If(v1):
+                m.d.sync += [self.o.payload.last.eq(1), self.o.payload.data.eq(Cat(*lanes))]
         return m
