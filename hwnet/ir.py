@@ -756,6 +756,7 @@ class Network:
                              f"w={layer.weight_type} acc={layer.acc_type} out={layer.out_type} {fold}{extra}")
             elif isinstance(layer, Conv2d):
                 fold = f"pe={layer.pe} simd={layer.simd}" if layer.pe else "folding unset"
+                fold += f" pixels={layer.pixels}" if layer.pixels > 1 else ""
                 extra = " products-table" if layer.products is not None else ""
                 lines.append(f"  {layer.name}: conv2d {_shape_text(layer.in_shape)}->{_shape_text(layer.out_shape)} "
                              f"k={layer.kernel_h}x{layer.kernel_w} s={_shape_text(layer.stride)} "

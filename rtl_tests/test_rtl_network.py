@@ -29,8 +29,9 @@ def _random_network(seed):
             t = rng.integers(-n_in - 2, n_in + 3, size=(n_out, 1))
             t[0] = -n_in - 5   # always +1
             t[-1] = n_in + 5   # never +1
+        simd = _divisor(rng, n_in) if rng.random() < 0.5 else int(rng.integers(1, n_in + 1))  # maybe padded
         layers.append(ir.Dense(weights=w, thresholds=t, out_type=None if last else "bipolar",
-                               pe=_divisor(rng, n_out), simd=_divisor(rng, n_in), name=f"fc{k}"))
+                               pe=_divisor(rng, n_out), simd=simd, name=f"fc{k}"))
     return ir.Network(input_type=f"uint{bits}", input_size=sizes[0], layers=layers, name=f"rand{seed}"), rng
 
 
@@ -79,6 +80,27 @@ def test_random_cnns_bit_exact_with_stalls(seed):
         np.testing.assert_array_equal(res.outputs, expected, err_msg=f"stalls {stall_in}/{stall_out}")
         if stall_in == stall_out == 0.0:
             assert res.interval == plan.cycles_per_inference
+
+
+@pytest.mark.parametrize("in_type,pixels", [("uint4", 2), ("bipolar", 4)])
+def test_several_pixels_per_cycle_bit_exact_with_stalls(in_type, pixels):
+    # a first convolution computing `pixels` output pixels per cycle, the pool taking them two at a time, a
+    # second convolution, a dense layer folded with padding
+    from hwnet.gateware.testing import random_conv, random_inputs
+    rng = np.random.default_rng(pixels)
+    conv0 = random_conv(rng, (12, 12, 1), 8, name="c0", kernel=3, padding=1, in_type=in_type, pixels=pixels)
+    pool = ir.MaxPool2d(in_shape=(12, 12, 8), kernel=2, name="p0")
+    conv1 = random_conv(rng, (6, 6, 8), 8, name="c1", kernel=3, in_type="bipolar", pe=8, simd=24)
+    fc = ir.Dense(weights=rng.choice([-1, 1], size=(10, 4 * 4 * 8)), pe=5, simd=10, name="fc")
+    net = ir.Network(input_type=in_type, input_size=144, layers=[conv0, pool, conv1, fc])
+    x = random_inputs(rng, net, 40)
+    expected = golden.execute(net, x)
+    for stall_in, stall_out in ((0.0, 0.0), (0.4, 0.4)):
+        plan, res = _run(net, x, stall_in=stall_in, stall_out=stall_out, seed=pixels)
+        np.testing.assert_array_equal(res.outputs, expected, err_msg=f"stalls {stall_in}/{stall_out}")
+        if stall_in == stall_out == 0.0:
+            assert plan.stages[1].pixels == pixels and plan.stages[-1].pad_lanes == 2
+            assert res.interval == plan.cycles_per_inference == 144 // 2
 
 
 @pytest.mark.parametrize("streamed", [{"fc0": None, "fc2": None}, {"fc1": 3, "fc2": 2}])

@@ -213,6 +213,16 @@ def test_network_conv_pool_conv_dense(tmp_path, monkeypatch):
     lines = net.summary_lines()
     assert lines[2] == ("  c1: conv2d 7x6x2->7x6x4 k=3x3 s=1x1 pad=1,1,0,2 (value 1) w=bipolar acc=int6 "
                         "out=bipolar pe=2 simd=6")
+    # several output pixels per cycle: a hardware choice that travels with the file and changes no result
+    layers = list(net.layers)
+    layers[1] = layers[1].replace(pe=4, simd=18, pixels=3)
+    fast = net.replace_layers(layers)
+    ir.save(fast, tmp_path / "fast.npz")
+    back = ir.load(tmp_path / "fast.npz")
+    assert (back.layers[1].pe, back.layers[1].simd, back.layers[1].pixels) == (4, 18, 3)
+    assert back.layers[3].pixels == 1 and ir.to_bytes(back) == ir.to_bytes(fast) != ir.to_bytes(net)
+    assert "pe=4 simd=18 pixels=3" in fast.summary_lines()[2]
+    np.testing.assert_array_equal(golden.execute(back, x), out)
     assert lines[3] == "  p1: maxpool2d 7x6x4->3x3x4 k=2x2 s=2x2 x bipolar"
 
 
