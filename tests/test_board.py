@@ -133,6 +133,26 @@ def test_client_against_the_simulated_board_top_is_bit_exact(seed, cnn):
     assert client.errors == []
 
 
+@pytest.mark.parametrize("out_type", ["bipolar", "ternary", "uint2", "int3"])
+def test_leds_show_the_class_of_thresholded_outputs(out_type):
+    # the argmax orders values, not wire codes: bipolar +1 is code 1, ternary and int<k> are two's complement
+    for seed in range(80, 120):  # the first network whose classes vary over the inputs
+        rng = np.random.default_rng(seed)
+        net = random_network(rng, input_size=8, hidden=[6], outputs=5, input_type="uint4", last_raw=False,
+                             last_out_type=out_type, max_cycles=16)
+        x = rng.choice(net.input_type.values(), size=(8, net.input_size))
+        classes = golden.classify(golden.execute(net, x))
+        if len(set(classes.tolist())) > 2:
+            break
+    plan = compiler.plan(net)
+    transport = SimTransport(BoardTop(plan=plan, divisor=4))
+    client = BoardClient(transport, plan, timeout=0.05)
+    assert len(set(classes.tolist())) > 2
+    for row, want in zip(x, classes):
+        np.testing.assert_array_equal(client.infer_batch(row[None]), golden.execute(net, row[None]))
+        assert transport.leds == want
+
+
 def test_recovers_from_a_corrupted_line():
     net, plan, top, rng = _board(70)
     writes = {"n": 0}

@@ -320,7 +320,7 @@ class BoardTop(wiring.Component):
         take_beat = Signal()
         m.d.comb += net.o.ready.eq(take_beat)
         # argmax of the outputs, lane by lane from a copy of each beat (results only)
-        signed = plan.output_type.min < 0
+        signed = plan.output_type.kind in ("int", "ternary")  # bipolar codes order as unsigned: 0 is -1, 1 is +1
         lane_bits = plan.output_type.bits
         scan = Signal(out_bits)
         scan_left = Signal(range(plan.output_lanes + 1))
