@@ -35,8 +35,10 @@ the script
      bits`` (a dense layer: one "pixel"); the weights (105,744 bits) fit the block RAMs many times over, so the
      capacity-aware bound is the same;
    - beside them, the *architecture floor*: the fewest cycles any folding of hwnet's units can reach,
-     whatever the resources (for a convolution, its sliding window takes one pixel per cycle and sends at most
-     one patch per cycle, so a layer needs ``max(H * W, OH * OW)`` cycles).
+     whatever the resources (for a convolution, its sliding window takes and sends at most ``P`` pixels and
+     patches per cycle, ``P`` a common divisor of the input and output widths, so a layer needs ``max(H * W, OH *
+     OW) / P`` cycles; a max-pool takes as many whole pixels per cycle as divide its kernel width, stride and
+     image width).
 
 When auto_fold finds nothing that fits (as for SFC while hwnet.estimate counted SPRAM-streamed weights as block
 RAM) the design is reported as such, and an iCE40UP design is also built by hand the way the SPRAM search folds it
@@ -204,16 +206,17 @@ def weight_bits_read(network):
 def _min_cycles(layer):
     dense = layer.matmul if isinstance(layer, Conv2d) else layer
     if isinstance(layer, Conv2d):
-        return min(compiler.conv_cycles(layer, pe, simd) for pe in compiler._divisors(dense.out_features)
-                   for simd in compiler._divisors(dense.in_features))
+        pixels = compiler.pixel_options(layer)[-1]
+        return compiler.conv_cycles(layer, dense.out_features, dense.in_features, pixels)
     return dense.planes
 
 
 def architecture_floor(network):
     """``(cycles, layer, why)``: the fewest cycles per inference any folding reaches, whatever the resources, and
     the layer that sets it: the slowest layer at its fastest (a convolution is bound by its sliding window, which
-    takes one pixel and sends one patch per cycle at most; a max-pool takes one beat of at most ``C`` channels per
-    cycle)."""
+    takes and sends at most ``pixels`` pixels and patches per cycle, ``pixels`` a common divisor of the input and
+    output widths; a max-pool takes at most as many whole pixels per cycle as divide its kernel width, stride and
+    image width)."""
     floor, name, why = 1, None, "a fully unrolled layer takes one cycle"
     for layer in network.layers:
         if isinstance(layer, (Dense, Conv2d)):
@@ -223,14 +226,16 @@ def architecture_floor(network):
                 if isinstance(layer, Conv2d):
                     oh, ow, _ = layer.out_shape
                     h, w, _ = layer.in_shape
-                    why = (f"its sliding window takes at most one pixel per cycle ({h} x {w} per image) and sends at "
-                           f"most one patch per cycle ({oh} x {ow} per image)")
+                    p = compiler.pixel_options(layer)[-1]
+                    why = (f"its sliding window takes at most {p} pixels per cycle ({h} x {w} per image) and sends "
+                           f"at most {p} patches per cycle ({oh} x {ow} per image)")
                 else:
                     why = f"{layer.planes} weight bit planes, one per cycle"
         elif isinstance(layer, MaxPool2d):
-            cycles = layer.in_size // layer.in_shape[2]
+            p = math.gcd(layer.kernel[1], layer.stride[1], layer.in_shape[1])
+            cycles = layer.in_size // (layer.in_shape[2] * p)
             if cycles > floor:
-                floor, name, why = cycles, layer.name, "one beat of at most C channels per cycle"
+                floor, name, why = cycles, layer.name, f"one beat of at most {p} whole pixels per cycle"
     return floor, name, why
 
 
