@@ -365,8 +365,8 @@ class SlidingWindow(wiring.Component):
 
     def _elaborate_pixels(self):
         """The unit with ``pixels`` > 1 (see the module documentation)."""
-        (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, right) = (self._in_shape, self._kernel, self._stride,
-                                                                      self._padding)
+        (h, w, c), (kh, kw), (sh, sw), (top, bottom, left, _) = (self._in_shape, self._kernel, self._stride,
+                                                                  self._padding)
         oh, ow, _ = self.out_shape
         p, bits, rows = self._pixels, self._bits, self.rows
         pix = c * bits           # bits of a pixel
