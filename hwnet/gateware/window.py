@@ -88,6 +88,38 @@ from ._common import beat_signature, check_positive_int, validating
 __all__ = ["SlidingWindow"]
 
 
+def _add_mod(value, step, depth):
+    """``(value + step) mod depth`` for ``0 <= value < depth``, without a divider."""
+    step %= depth
+    if step == 0:
+        return value
+    return Mux(value >= depth - step, value - (depth - step), value + step)
+
+
+def _clip(value, lo, hi):
+    return Mux(value < lo, lo, Mux(value > hi, hi, value))
+
+
+def _line_writer(m, i, wport, *, depth, row_words, rows, avail, low, retire):
+    """The writer (see the module documentation): the input's words in arrival order into consecutive slots of
+    the ring, one whenever a slot is free (``avail < low + rows``); ``avail`` counts the complete rows, less
+    ``retire`` (the image's ``H`` rows when the reader finishes it)."""
+    waddr = Signal(range(depth), name="waddr")
+    wpos = Signal(range(row_words), name="wpos")
+    accept, row_done = Signal(), Signal()
+    m.d.comb += [
+        i.ready.eq(avail < low + rows),
+        accept.eq(i.valid & i.ready),
+        row_done.eq(accept & (wpos == row_words - 1)),
+        wport.addr.eq(waddr),
+        wport.data.eq(i.payload.data),
+        wport.en.eq(accept),
+    ]
+    with m.If(accept):
+        m.d.sync += [waddr.eq(_add_mod(waddr, 1, depth)), wpos.eq(Mux(wpos == row_words - 1, 0, wpos + 1))]
+    m.d.sync += avail.eq(avail + row_done - retire)
+
+
 class SlidingWindow(wiring.Component):
     """Sliding-window (im2col) unit with line buffers for a convolution's input.
 
@@ -246,14 +278,10 @@ class SlidingWindow(wiring.Component):
         m = Module()
 
         def add_mod(value, step):
-            """``(value + step) mod depth`` for ``0 <= value < depth``, without a divider."""
-            step %= depth
-            if step == 0:
-                return value
-            return Mux(value >= depth - step, value - (depth - step), value + step)
+            return _add_mod(value, step, depth)
 
         def clip(value, lo):
-            return Mux(value < lo, lo, Mux(value > h, h, value))
+            return _clip(value, lo, h)
 
         m.submodules.lines = lines = Memory(shape=unsigned(simd * bits), depth=depth, init=[])
         wport = lines.write_port()
@@ -333,21 +361,8 @@ class SlidingWindow(wiring.Component):
                                              raddr.eq(next_rbase)]
 
         # Writer: rows in arrival order into consecutive slots, one beat whenever the slot is free.
-        waddr = Signal(range(depth), name="waddr")
-        wpos = Signal(range(wcf), name="wpos")
-        accept = Signal()
-        row_done = Signal()
-        m.d.comb += [
-            self.i.ready.eq(avail < low + rows),
-            accept.eq(self.i.valid & self.i.ready),
-            row_done.eq(accept & (wpos == wcf - 1)),
-            wport.addr.eq(waddr),
-            wport.data.eq(self.i.payload.data),
-            wport.en.eq(accept),
-        ]
-        with m.If(accept):
-            m.d.sync += [waddr.eq(add_mod(waddr, 1)), wpos.eq(Mux(wpos == wcf - 1, 0, wpos + 1))]
-        m.d.sync += avail.eq(avail + row_done - Mux(issue & last_image, h, 0))
+        _line_writer(m, self.i, wport, depth=depth, row_words=wcf, rows=rows, avail=avail, low=low,
+                     retire=Mux(issue & last_image, h, 0))
 
         # S1: the word read, or padding, registered on the output.
         pad_word = Const(sum(self._pad_code << (j * bits) for j in range(simd)), simd * bits)
@@ -379,13 +394,10 @@ class SlidingWindow(wiring.Component):
         m = Module()
 
         def add_mod(value, step):
-            step %= depth
-            if step == 0:
-                return value
-            return Mux(value >= depth - step, value - (depth - step), value + step)
+            return _add_mod(value, step, depth)
 
         def clip(value, lo):
-            return Mux(value < lo, lo, Mux(value > h, h, value))
+            return _clip(value, lo, h)
 
         m.submodules.lines = lines = Memory(shape=unsigned(p * pix), depth=depth, init=[])
         wport = lines.write_port()
@@ -431,20 +443,8 @@ class SlidingWindow(wiring.Component):
                                  rbase.eq(add_mod(img, (h - top) * wpr))]
 
         # Writer: as for one pixel per beat, a word of P pixels per beat.
-        waddr = Signal(range(depth), name="waddr")
-        wpos = Signal(range(wpr), name="wpos")
-        accept, row_done = Signal(), Signal()
-        m.d.comb += [
-            self.i.ready.eq(avail < low + rows),
-            accept.eq(self.i.valid & self.i.ready),
-            row_done.eq(accept & (wpos == wpr - 1)),
-            wport.addr.eq(waddr),
-            wport.data.eq(self.i.payload.data),
-            wport.en.eq(accept),
-        ]
-        with m.If(accept):
-            m.d.sync += [waddr.eq(add_mod(waddr, 1)), wpos.eq(Mux(wpos == wpr - 1, 0, wpos + 1))]
-        m.d.sync += avail.eq(avail + row_done - Mux(issue & last_image, h, 0))
+        _line_writer(m, self.i, wport, depth=depth, row_words=wpr, rows=rows, avail=avail, low=low,
+                     retire=Mux(issue & last_image, h, 0))
 
         # S1: the patches, wired from the words read (or padding), registered on the output.
         pad_pixel = Const(sum(self._pad_code << (j * bits) for j in range(c)), pix)
