@@ -84,20 +84,24 @@ def _design_markdown(summary):
              "weights | memory bits |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary["stages"]:
         if s["kind"] == "dense":
-            vectors = f" x {s['vectors']} pixels" if s["vectors"] > 1 else ""
+            vectors = (f" x {s['vectors'] * s['pixels']} pixels" if s["vectors"] > 1 else "") + (
+                f", {s['pixels']} per cycle" if s["pixels"] > 1 else "")
+            simd = f"{s['simd']} ({s['pad_lanes']} lanes of the last beat padding)" if s["pad_lanes"] else s["simd"]
             lines.append(f"| {s['name']} | dense ({s['pe_kind']}) | {s['in']}->{s['out']}{vectors} | {s['in_type']}/"
-                         f"{s['weight_type']}/{s['out_type']} | {s['pe']} | {s['simd']} | "
+                         f"{s['weight_type']}/{s['out_type']} | {s['pe']} | {simd} | "
                          f"{s['nf']} x {s['sf']} x {s['planes']} | {s['cycles']} | {s['acc_bits']} | "
                          f"{s['weights']} | {s['memory_bits']} |")
         elif s["kind"] == "window":
             shape = f"{'x'.join(map(str, s['in_shape']))} -> {'x'.join(map(str, s['out_shape'][:2]))} patches"
             lines.append(f"| {s['name']} | sliding window {'x'.join(map(str, s['kernel']))} | {shape} | "
-                         f"{s['type']} | - | {s['simd']} | - | {s['cycles']} | - | line buffer {s['rows']} rows | "
+                         f"{s['type']} | - | {s['simd']}{' x ' + str(s['pixels']) + ' pixels' if s['pixels'] > 1 else ''} | "
+                         f"- | {s['cycles']} | - | line buffer {s['rows']} rows | "
                          f"{s['line_buffer_bits']} |")
         elif s["kind"] == "maxpool":
             shape = f"{'x'.join(map(str, s['in_shape']))} -> {'x'.join(map(str, s['out_shape']))}"
+            pixels = f" x {s['pixels']} pixels" if s["pixels"] > 1 else ""
             lines.append(f"| {s['name']} | max-pool {'x'.join(map(str, s['kernel']))} | {shape} | {s['type']} | - | "
-                         f"{s['simd']} | - | {s['cycles']} | - | - | 0 |")
+                         f"{s['simd']}{pixels} | - | {s['cycles']} | - | - | 0 |")
         else:
             lines.append(f"| {s['name']} | threshold | {s['size']} | {s['in_type']}/-/{s['out_type']} | - | "
                          f"{s['lanes']} | - | {s['cycles']} | - | - | 0 |")
