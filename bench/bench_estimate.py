@@ -28,7 +28,7 @@ refit after a change of the model runs no tool. Prints a table and writes build/
 (estimated against measured). Usage:
 
     python bench/bench_estimate.py [--quick] [--no-pnr] [--jobs 1] [--out build/bench]
-    python bench/bench_estimate.py --fit [--update] [--jobs 1]
+    python bench/bench_estimate.py --fit [--update] [--family ecp5] [--jobs 1]
 """
 
 import argparse
@@ -68,7 +68,7 @@ FITTED = {
     "lut4": ("fa", "tree_chain_bit", "tree_narrow_bit", "lane2", "lane", "lane2_lrom", "lane_lrom", "inv", "lane_cin",
              "wrom_lut", "wrom1_lut", "add_bit", "cmp_bit", "cmpc_lut", "cmpc_bit", "sum_bit", "mux_bit", "count_bit",
              "wc_slot_bit", "wc_mux_bit", "wc_sel", "ctl_mvau", "ctl_threshold", "ctl_width", "ctl_fifo", "ctl_window",
-             "ctl_pool", "ctl_spram"),
+             "ctl_pool", "ctl_spram", "crit_fa", "crit_bit", "crit_lane"),
     "carry": ("tree_carry", "add_carry", "cmp_carry", "cmpc_carry", "count_carry", "sum_bit"),
     "ff": ("reg",),
 }
@@ -203,6 +203,11 @@ def training_networks():
         ("CNN 12x12x1 ternary w: 6c3p1 mp2 fc8", cnn(219, (12, 12, 1), [(6, 3, 1, True)], 8, input_type="uint2",
                                                     weight_type="ternary", target=48)),
     ]
+    # several output pixels per cycle: the first conv unrolled per pixel, 2 pixels per cycle
+    pixels = cnn(226, (12, 12, 1), [(8, 3, 1, True), (8, 3, 1, False)], 10, input_type="uint2", target=96)
+    conv0 = pixels.layers[0]
+    layers = [conv0.replace(pe=conv0.out_channels, simd=conv0.patch_size, pixels=2)] + list(pixels.layers[1:])
+    nets.append(("CNN 12x12x1 uint2: 8c3p1 x2 pixels mp2 8c3p1 fc10", pixels.replace_layers(layers)))
     for seed in (207, 208, 209, 210):
         rng = np.random.default_rng(seed)
         specs = random_layer_specs(rng, 3, logic_ok=[False, True, False])
@@ -325,16 +330,26 @@ def training_blocks():
         top._MustUse__silence = True  # only listed, never built
     for a, b, bits in ((3, 4, 1), (8, 3, 2), (16, 64, 1), (64, 8, 1), (5, 2, 3)):
         blocks.append((f"width {a}->{b} x{bits}", WidthConverter, dict(in_lanes=a, out_lanes=b, bits=bits)))
+    for a, b, bits, vector in ((16, 56, 1, 784), (14, 42, 1, 784), (24, 100, 1, 1200), (8, 27, 2, 64),
+                               (32, 120, 1, 1568)):  # padding, and converters of little common chunk
+        blocks.append((f"width {a}->{b} x{bits} padding {vector}", WidthConverter,
+                       dict(in_lanes=a, out_lanes=b, bits=bits, vector=vector)))
     for lanes, bits, depth in ((16, 1, 66), (4, 2, 130), (32, 1, 18), (8, 3, 6), (2, 1, 258)):
         blocks.append((f"fifo {lanes}x{bits} depth {depth}", BeatFIFO, dict(lanes=lanes, bits=bits, depth=depth)))
     for shape, k, s, p, simd, bits in (((8, 8, 4), 3, 1, 1, 4, 1), ((12, 12, 8), 3, 1, 0, 8, 2),
                                        ((16, 16, 3), 5, 2, 2, 3, 8), ((10, 10, 16), 3, 1, 1, 4, 1)):
         blocks.append((f"window {shape} k{k} s{s} p{p} simd {simd} x{bits}", SlidingWindow,
                        dict(in_shape=shape, kernel=k, stride=s, padding=p, pad_code=0, simd=simd, bits=bits)))
-    for shape, k, simd, dtype in (((8, 8, 4), 2, 4, "bipolar"), ((12, 12, 16), 2, 8, "uint2"),
-                                  ((6, 6, 8), 3, 2, "int4")):
-        blocks.append((f"maxpool {shape} k{k} simd {simd} {dtype}", MaxPool,
-                       dict(in_shape=shape, kernel=k, simd=simd, dtype=parse_type(dtype))))
+    for shape, k, p, positions, pixels, bits in (((10, 10, 1), 3, 1, 9, 1, 3), ((16, 16, 1), 3, 1, 9, 2, 1),
+                                                 ((12, 12, 2), 3, 0, 9, 2, 1), ((16, 16, 1), 3, 1, 3, 1, 1)):
+        blocks.append((f"window {shape} k{k} p{p} {positions} positions {pixels} pixels x{bits}", SlidingWindow,
+                       dict(in_shape=shape, kernel=k, stride=1, padding=p, pad_code=0, simd=shape[2], bits=bits,
+                            positions=positions, pixels=pixels)))
+    for shape, k, simd, dtype, pixels in (((8, 8, 4), 2, 4, "bipolar", 1), ((12, 12, 16), 2, 8, "uint2", 1),
+                                          ((6, 6, 8), 3, 2, "int4", 1), ((16, 16, 8), 2, 8, "bipolar", 2),
+                                          ((12, 12, 4), 4, 4, "uint2", 4)):
+        blocks.append((f"maxpool {shape} k{k} simd {simd} {dtype} {pixels} pixels", MaxPool,
+                       dict(in_shape=shape, kernel=k, simd=simd, dtype=parse_type(dtype), pixels=pixels)))
     return blocks
 
 
@@ -394,10 +409,10 @@ def synthesize_all(jobs, items):
 # ---------------------------------------------------------------------------------------------------------------
 # Fitting
 
-def fit(jobs, update):
+def fit(jobs, update, families=FAMILIES):
     from scipy.optimize import nnls
     blocks = training_samples()
-    print(f"== {len(blocks)} training samples x {len(FAMILIES)} families", flush=True)
+    print(f"== {len(blocks)} training samples x {len(families)} families", flush=True)
     cache = {}
 
     def once(label, make):
@@ -409,10 +424,11 @@ def fit(jobs, update):
         return build
 
     items = [(label, identity, once(label, make), family) for label, identity, make, _ in blocks
-             for family in FAMILIES]
+             for family in families]
     reports = synthesize_all(jobs, items)
-    table, rows = {}, []
-    for family in FAMILIES:
+    # a family not refitted keeps its coefficients
+    table, rows = {family: estimate.COEFFICIENTS[family] for family in FAMILIES}, []
+    for family in families:
         feats = [features(family) for _, _, _, features in blocks]
         meas = [reports[(label, family)] for label, _, _, _ in blocks]
         for (label, _, _, _), (counts, memories), m in zip(blocks, feats, meas):
@@ -688,12 +704,15 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke run: two designs, no place and route")
     p.add_argument("--fit", action="store_true", help="fit the coefficients on the training blocks")
     p.add_argument("--update", action="store_true", help="with --fit: write them into hwnet/estimate.py")
+    p.add_argument("--family", choices=FAMILIES, action="append",
+                   help="with --fit: refit only this family (repeatable; default both), keeping the other's "
+                        "coefficients")
     p.add_argument("--no-pnr", action="store_true", help="skip place and route")
     p.add_argument("--jobs", type=int, default=1, help="yosys runs at once (default 1)")
     p.add_argument("--out", default=str(ROOT / "build" / "bench"))
     args = p.parse_args(argv)
     if args.fit:
-        fit(args.jobs, args.update)
+        fit(args.jobs, args.update, tuple(args.family or FAMILIES))
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

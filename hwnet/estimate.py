@@ -60,6 +60,15 @@ coefficient table per family (:data:`COEFFICIENTS`) and the same units in every 
     bit-serial selects, shift multiplexers, product lookups: a function of ``n > 4`` inputs costs ``2 ** (n - 3)
     - 1`` iCE40 / ``2 ** (n - 4)`` ECP5 LUT4s); inverted input bits of constant-weight lanes; and the formed bits
     that enter a carry input rather than a full adder.
+``crit_fa``, ``crit_bit``, ``crit_lane`` (ECP5)
+    The full adders, adder bits and lane functions of the processing elements on the design's critical path,
+    counted a second time. abc9 maps for delay first and then recovers area wherever the path has slack, so the
+    same tree costs more LUT4s (wide LUT5/LUT6 functions, duplicated logic) on the deepest path than off it: a
+    32-lane constant-weight tree of a layer in logic takes about 2,470 LUT4s synthesized alone (where it is the
+    deepest path) and about 1,580 inside a network whose first layer is deeper. Each tree's depth is estimated
+    as its lane function's levels (0 constant weights, 1 up to four inputs, 2 wider or a ROM column in logic in
+    front) plus ``log2`` of its tallest column; a tree within :data:`CRITICAL_SLACK` levels of the design's
+    deepest (``critical_depth``: a block alone, its own deepest) is critical.
 ``wrom_lut``
     LUT4s of the weight ROMs kept in logic (memory model above). Fitted, not fixed: on ECP5 a ROM column and the
     XNOR it feeds merge into wider functions (coefficient about 1.8); on iCE40 it stays about 1.
@@ -98,7 +107,7 @@ import itertools
 import math
 import numbers
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -321,7 +330,7 @@ def _check_count(value, what, minimum=1):
     return value
 
 
-def memory_blocks(depth, width, family, *, ports="rom", style="auto", unused=0):
+def memory_blocks(depth, width, family, *, ports="rom", style="auto", unused=0, read_ports=1):
     """Where yosys puts a ``depth`` x ``width`` memory on ``family``, and what it costs (a :class:`MemoryMapping`).
 
     Parameters
@@ -342,6 +351,11 @@ def memory_blocks(depth, width, family, *, ports="rom", style="auto", unused=0):
         Top columns that nothing reads (a queue's ``last`` flag in front of a unit that ignores it; the SPRAM pool's
         bits above the widest region). yosys places the memory on its whole width first, then removes the
         primitives that hold nothing but unused columns (or, in logic, their flip-flops).
+    read_ports : int
+        Read ports of a RAM (a sliding window's line buffer has one per kernel position or word a beat reads):
+        a primitive has one, so ``memory_libmap`` prices a copy of it per read port, against the memory in
+        logic once (its flip-flops shared, a read multiplexer per port). The mapping's ``instances`` and
+        ``resources`` count every copy.
     """
     _check_family(family)
     _check_count(depth, "memory depth")
@@ -354,10 +368,14 @@ def memory_blocks(depth, width, family, *, ports="rom", style="auto", unused=0):
         raise HwnetError(f"unknown memory ports {ports!r}; choose one of {', '.join(PORTS)}")
     if style not in STYLES:
         raise HwnetError(f"unknown memory style {style!r}; choose one of {', '.join(STYLES)}")
+    _check_count(read_ports, "read ports")
     has_write = ports != "rom"
     if used == 0 or (depth == 1 and not has_write):
         return MemoryMapping(depth, width, ports, "none", None, 0, "", Resources(family), unused, 0)
     logic_cost = int(width * depth * (1.0 if has_write else 1 / 16))
+    copies = read_ports
+    logic_cost += width * (copies - 1)  # a read port more in logic (consistent with yosys's choices: a 64 x 1
+    # line buffer with 3 read ports goes to 3 x 4 ECP5 distributed RAMs, a 32 x 4 one with 9 ports into iCE40 logic)
     candidates = []
     if style == "spram":
         if family != "ice40":
@@ -374,11 +392,14 @@ def memory_blocks(depth, width, family, *, ports="rom", style="auto", unused=0):
     best = None if style in ("ebr", "lutram", "spram") else (logic_cost, None, None)
     for prim in candidates:
         g = _geometry(prim, depth, width, has_write, _score(prim, ports))
-        if g is not None and (best is None or g[0] < best[0]):
-            best = (g[0], prim, g)
+        if g is not None and (best is None or copies * g[0] < best[0]):
+            best = (copies * g[0], prim, g)
     if best[1] is None:
-        return MemoryMapping(depth, width, ports, "logic", None, 0, "", _logic_memory(depth, used, family, ports),
-                             unused, used)
+        res = _logic_memory(depth, used, family, ports)
+        if copies > 1:  # one more read register and read multiplexer per port (measured: about depth / 5 LUT4s
+            # per bit on iCE40, a 32 x 4 line buffer with 9 read ports)
+            res = res + Resources(family, lut4=(copies - 1) * used * -(-(depth - 1) // 5), ff=(copies - 1) * used)
+        return MemoryMapping(depth, width, ports, "logic", None, 0, "", res, unused, used)
     prim, (_, instances, words, unit, slices, padded) = best[1], best[2]
     style_out = {"block": "ebr", "distributed": "lutram", "huge": "spram"}[prim.kind]
     stored = used
@@ -392,8 +413,9 @@ def memory_blocks(depth, width, family, *, ports="rom", style="auto", unused=0):
     res = _primitive_overhead(prim, depth, used, family, ports, slices)
     counted = {"ebr": "ebr", "lutram": "lutram", "spram": "spram"}[style_out]
     res = res + Resources(family, **{counted: instances})
-    return MemoryMapping(depth, width, ports, style_out, prim.name, instances, f"{words}x{unit}", res, unused,
-                         stored)
+    res = sum([res] * (copies - 1), res)
+    return MemoryMapping(depth, width, ports, style_out, prim.name, instances * copies, f"{words}x{unit}", res,
+                         unused, stored)
 
 
 def _logic_memory(depth, width, family, ports):
@@ -714,7 +736,8 @@ def pe_features(arithmetic, simd, family, weights=None):
     ``weights``: None (weights on a port) or the constant weight word."""
     t = _Tally(_check_family(family))
     _input_ranks(t, arithmetic, simd)
-    return t.counts, _pe(t, arithmetic, simd, weights)
+    bits = _pe(t, arithmetic, simd, weights)
+    return _critical(t.counts), bits
 
 
 def _input_ranks(tally, arith, simd):
@@ -736,8 +759,57 @@ def _pe(tally, arith, simd, weights=None, rom_logic=False):
     tally.add("tree_carry", sum(tally.chain(w) for w in adders))
     for feature, n in lanes.items():
         tally.add(feature + ("_lrom" if rom_logic and feature in ("lane2", "lane") else ""), n)
+    if tally.family == "ecp5":
+        # abc9 maps for delay first and recovers area off the critical path: tag the tree with its depth, so that
+        # the trees on the design's deepest path can be told from the others (:func:`_critical`)
+        depth = _tree_depth(arith, heights, weights, rom_logic, tally.family)
+        tally.add(f"crit_fa@{depth}", fa)
+        tally.add(f"crit_bit@{depth}", sum(w - 1 for w in adders if w > narrow) + sum(w for w in adders if w <= narrow))
+        tally.add(f"crit_lane@{depth}", sum(n for f, n in lanes.items() if f != "inv"))
     max_lane = arith.input_mask if arith.kind == "bitserial" else arith.max_term
     return max(1, (simd * max_lane).bit_length())
+
+
+def _tree_depth(arith, heights, weights, rom_logic, family):
+    """Logic levels from the registers to a processing element's term-sum register, roughly: the lane function
+    (none for constant weights, one LUT for a function of up to 4 inputs, two for wider ones or a ROM column in
+    logic in front of it), then the compressor tree, ``log2`` of the tallest column."""
+    if weights is not None:
+        lane = 0
+    else:
+        inputs = {"xnor": 2, "addsub": 2, "bitplane": 2, "ternary": 3, "bitserial": 3}.get(
+            arith.kind, arith.weight_type.bits + arith.in_type.bits)
+        lane = 1 if inputs <= 4 else 2
+        lane += 1 if rom_logic else 0
+    return lane + max(1, max(heights, default=1)).bit_length()
+
+
+#: Depth levels below the design's deepest processing element within which a tree still counts as critical.
+CRITICAL_SLACK = 0
+
+
+def _critical(counts, depth=None):
+    """``counts`` with the depth-tagged tree features (``crit_*@d``) resolved: those of trees within
+    :data:`CRITICAL_SLACK` levels of ``depth`` (default: the deepest tagged tree in ``counts``) become ``crit_fa``,
+    ``crit_bit``, ``crit_lane``, the others are dropped."""
+    tagged = [k for k in counts if "@" in k]
+    if not tagged:
+        return counts
+    if depth is None:
+        depth = max(_tag_depth(k) for k in tagged)
+    out = Counter({k: v for k, v in counts.items() if "@" not in k})
+    for k in tagged:
+        if _tag_depth(k) >= depth - CRITICAL_SLACK:
+            out[k.split("@")[0]] += counts[k]
+    return out
+
+
+def _tag_depth(key):
+    return int(key.split("@")[1])
+
+
+def _max_depth(counts):
+    return max((_tag_depth(k) for k in counts if "@" in k), default=None)
 
 
 def _row_max(stage, p):
@@ -748,6 +820,16 @@ def _row_max(stage, p):
 
 
 def _dense_features(stage, family, last_used=True):
+    if stage.pixels > 1:  # the PEs, accumulators and threshold searches once per vector of a beat
+        tally = _dense_features(replace(stage, pixels=1), family, last_used)
+        for key in list(tally.counts):
+            if not key.startswith("ctl_"):
+                tally.counts[key] *= stage.pixels
+        return tally
+    return _dense_features_one(stage, family, last_used)
+
+
+def _dense_features_one(stage, family, last_used=True):
     t = _Tally(family)
     pe, nf, sf, planes, depth = stage.pe, stage.nf, stage.sf, stage.planes, stage.depth
     xbits = stage.simd * stage.in_type.bits
@@ -898,7 +980,9 @@ def _fifo_features(lanes, bits, depth, family, last_used=True):
     return t
 
 
-def _window_features(in_shape, kernel, stride, padding, simd, bits, rows, family, positions=1):
+def _window_features(in_shape, kernel, stride, padding, simd, bits, rows, family, positions=1, pixels=1):
+    if pixels > 1:
+        return _window_pixels_features(in_shape, kernel, stride, padding, bits, rows, family, pixels)
     (h, w, c), (kh, kw), (sh, sw) = in_shape, kernel, stride
     top, bottom, left, right = padding
     cf = c // simd
@@ -907,8 +991,8 @@ def _window_features(in_shape, kernel, stride, padding, simd, bits, rows, family
     oh, ow, _ = window_out_shape(in_shape, kernel, stride, padding)
     t = _Tally(family)
     t.add("ctl_window")
-    for j in range(positions):  # yosys gives every read port its own copy of the line buffer
-        t.memory("lines" if j == 0 else f"lines{j}", memory_blocks(depth, simd * bits, family, ports="ram"))
+    # yosys gives every read port its own copy of the line buffer in RAM primitives, or one copy in logic
+    t.memory("lines", memory_blocks(depth, simd * bits, family, ports="ram", read_ports=positions))
     col_bits = _bits((w + right + left - 1) * cf + 1) + 1
     row_bits = _bits(h + bottom + top) + 1
     abits = _bits(depth)
@@ -927,7 +1011,47 @@ def _window_features(in_shape, kernel, stride, padding, simd, bits, rows, family
     return t
 
 
-def _pool_features(in_shape, kernel, stride, simd, dtype, family):
+def _window_pixels_features(in_shape, kernel, stride, padding, bits, rows, family, pixels):
+    """The sliding window with ``pixels`` > 1: words of ``P`` pixels, one read port (and line buffer copy) per
+    kernel row and word a beat touches, the patches wired from them."""
+    (h, w, c), (kh, kw), (_, sw) = in_shape, kernel, stride
+    top, bottom, left, right = padding
+    p = pixels
+    wpr = w // p
+    depth = rows * wpr
+    oh, ow, _ = window_out_shape(in_shape, kernel, stride, padding)
+    a0 = (-left) % p
+    nwords = (a0 + (p - 1) * sw + kw - 1) // p + 1
+    ports = kh * nwords
+    t = _Tally(family)
+    t.add("ctl_window")
+    t.memory("lines", memory_blocks(depth, p * c * bits, family, ports="ram", read_ports=ports))
+    row_bits = _bits(h + bottom + top) + 1
+    col_bits = _bits(wpr + 2 * (left + right) // p + 2) + 1
+    abits = _bits(depth)
+    for n in (ow // p, oh, wpr):
+        t.counter(_bits(n))
+    t.counter(row_bits)               # iy0
+    t.counter(col_bits)               # wbase
+    t.counter(abits, 4)               # img, rbase, waddr (steps modulo the depth)
+    t.counter(_bits(2 * h + rows + 1))  # avail
+    t.adder(abits, 2 * ports)         # row base + wbase + k, per read port
+    t.compare(abits, 3 + kh - 1)
+    t.compare_const(row_bits, 2 * kh)
+    t.compare_const(col_bits, 2 * nwords)
+    t.add("mux_bit", p * kh * kw * c * bits)    # padding
+    t.add("reg", p * kh * kw * c * bits + ports + 3)
+    return t
+
+
+def _pool_features(in_shape, kernel, stride, simd, dtype, family, pixels=1):
+    if pixels > 1:  # the beat's pixels max-reduced, then the pool of the narrower image
+        (h, w, c), (kh, kw), (sh, sw) = in_shape, kernel, stride
+        t = _pool_features((h, w // pixels, c), (kh, kw // pixels), (sh, sw // pixels), c, dtype, family)
+        if dtype.bits > 1:
+            t.compare(dtype.bits, c * (pixels - 1))
+        t.add("mux_bit", c * dtype.bits * (pixels - 1))
+        return t
     (h, w, c), (kh, kw), (sh, sw) = in_shape, kernel, stride
     cf = c // simd
     oh, ow, _ = window_out_shape(in_shape, kernel, stride)
@@ -989,31 +1113,33 @@ def _spram_features(regions, primitive, family):
 #: 203 training samples synthesized with hwnet.synth (156 blocks synthesized alone: those of 24 random networks and
 #: single width converters, queues, sliding windows and max-pools; 20 processing elements between registers; 3 SPRAM
 #: streamers; the 24 networks whole, at twice the weight); ``mem_lut``/``mem_ff`` are fixed at 1 (measured on single
-#: memories). Some features are nearly proportional to
+#: memories). The ECP5 table was refitted alone (``--fit --update --family ecp5``, 2026-12, 202 samples of the
+#: gateware then in the tree) after the critical-path features ``crit_*`` were added (:data:`CRITICAL_SLACK` 0,
+#: chosen on the training networks' fit); the iCE40 table is the 2026-11 fit. Some features are nearly proportional to
 #: each other (a compressor tree's full adders and chain bits), so the fit may put a structure's whole cost on
 #: one of them (iCE40 ``fa`` about 5.4: two LUT4s of its own and about three chain bits of one LUT4 each).
 COEFFICIENTS = {
     'ice40': {
-        'lut4': {'fa': 5.4141, 'tree_narrow_bit': 1.8643, 'lane2': 0.6751, 'lane': 1.0203, 'lane2_lrom': 0.7188,
-               'lane_lrom': 0.9445, 'inv': 0.3824, 'wrom_lut': 1.0413, 'wrom1_lut': 1.0175, 'add_bit': 0.9099,
-               'cmp_bit': 0.1449, 'cmpc_lut': 1.0137, 'sum_bit': 3.3333, 'mux_bit': 0.1914, 'count_bit': 1.7763,
-               'wc_slot_bit': 0.0461, 'wc_mux_bit': 1.8936, 'wc_sel': 0.3337, 'ctl_mvau': 13.1011,
-               'ctl_threshold': 3.4794, 'ctl_width': 3.1284, 'ctl_fifo': 0.9135, 'ctl_pool': 8.0182,
-               'ctl_spram': 66.3795, 'mem_lut': 1},
-        'carry': {'tree_carry': 1.0416, 'add_carry': 0.8232, 'cmp_carry': 0.4897, 'cmpc_carry': 1,
-                'count_carry': 0.6389, 'sum_bit': 2.485},
-        'ff': {'reg': 0.978, 'mem_ff': 1},
+        'lut4': {'fa': 5.2718, 'tree_chain_bit': 0.047, 'lane2': 0.6392, 'lane': 1.0322, 'lane2_lrom': 0.6211,
+               'lane_lrom': 0.8842, 'inv': 0.4132, 'wrom_lut': 1.0918, 'wrom1_lut': 1.0354, 'add_bit': 0.9877,
+               'cmp_bit': 0.8106, 'cmpc_lut': 1.059, 'cmpc_bit': 0, 'mux_bit': 0.2094, 'count_bit': 1.7697,
+               'wc_slot_bit': 0.0386, 'wc_mux_bit': 1.3484, 'wc_sel': 0.2862, 'ctl_mvau': 9.0226,
+               'ctl_threshold': 3.0581, 'ctl_width': 5.4426, 'ctl_fifo': 1.6316, 'ctl_pool': 11.5555,
+               'ctl_spram': 62.6376, 'mem_lut': 1},
+        'carry': {'tree_carry': 1.118, 'add_carry': 0.51, 'cmpc_carry': 0.9721, 'count_carry': 0.641,
+                'sum_bit': 5.3884},
+        'ff': {'reg': 0.9691, 'mem_ff': 1},
     },
     'ecp5': {
-        'lut4': {'tree_narrow_bit': 3.8536, 'lane2': 0.3214, 'lane': 0.5724, 'lane2_lrom': 0.2457,
-               'lane_lrom': 0.9744, 'lane_cin': 1.5184, 'wrom_lut': 0.7698, 'wrom1_lut': 1.9197, 'add_bit': 0.3201,
-               'cmp_bit': 0.2691, 'cmpc_lut': 1.1458, 'sum_bit': 3.8014, 'mux_bit': 0.609, 'count_bit': 1.0278,
-               'wc_slot_bit': 0.0753, 'wc_mux_bit': 4.1201, 'wc_sel': 0.2757, 'ctl_mvau': 1.6943,
-               'ctl_threshold': 3.2298, 'ctl_width': 6.085, 'ctl_fifo': 9.0362, 'ctl_pool': 17.9636,
-               'ctl_spram': 81.234, 'mem_lut': 1},
-        'carry': {'tree_carry': 1.0641, 'add_carry': 0.8287, 'cmp_carry': 0.4214, 'cmpc_carry': 1.0008,
-                'count_carry': 0.7208, 'sum_bit': 1.3057},
-        'ff': {'reg': 0.9789, 'mem_ff': 1},
+        'lut4': {'tree_narrow_bit': 2.3208, 'lane2': 0.2244, 'lane': 0.479, 'lane2_lrom': 0.0624,
+               'lane_lrom': 0.7354, 'wrom_lut': 1.0701, 'wrom1_lut': 1.9505, 'add_bit': 0.7982, 'cmp_bit': 0.8847,
+               'cmpc_lut': 1.1626, 'sum_bit': 0.3399, 'mux_bit': 0.7386, 'count_bit': 0.9162, 'wc_mux_bit': 1.9958,
+               'wc_sel': 0.2839, 'ctl_mvau': 3.2592, 'ctl_threshold': 2.4089, 'ctl_width': 14.584,
+               'ctl_fifo': 10.8533, 'ctl_pool': 19.1465, 'ctl_spram': 83.9253, 'crit_fa': 4.6726,
+               'crit_lane': 0.1973, 'mem_lut': 1},
+        'carry': {'tree_carry': 1.1687, 'add_carry': 0.5479, 'cmpc_carry': 0.9764, 'count_carry': 0.6492,
+                'sum_bit': 2.9907},
+        'ff': {'reg': 0.9977, 'mem_ff': 1},
     },
 }
 
@@ -1125,10 +1251,17 @@ def _block_kind(cls):
     return kinds[cls]
 
 
-def block_features(cls, kwargs, family, *, last_used=True):
+def block_features(cls, kwargs, family, *, last_used=True, critical_depth=None):
     """``(features, memories)`` of the block ``cls(**kwargs)``: the structural counts the estimate multiplies by
     :data:`COEFFICIENTS` (a :class:`collections.Counter`) and ``[(name, MemoryMapping)]``. For fitting and
-    inspection; :func:`estimate_block` is the estimate. ``last_used``: see :func:`estimate_block`."""
+    inspection; :func:`estimate_block` is the estimate. ``last_used``, ``critical_depth``: see
+    :func:`estimate_block`."""
+    counts, memories = _block_tally(cls, kwargs, family, last_used)
+    return _critical(counts, critical_depth), memories
+
+
+def _block_tally(cls, kwargs, family, last_used):
+    """:func:`block_features` with the depth-tagged tree features unresolved."""
     _check_family(family)
     kind = _block_kind(cls)
     kw = dict(kwargs)
@@ -1160,7 +1293,7 @@ def block_features(cls, kwargs, family, *, last_used=True):
             tally = _window_features(_pair(kw["in_shape"], 3, "in_shape"), kernel, stride,
                                      _pair(kw.get("padding", 0), 4, "padding"), kw["simd"], kw["bits"],
                                      kernel[0] + stride[0] if rows is None else rows, family,
-                                     kw.get("positions", 1))
+                                     kw.get("positions", 1), kw.get("pixels", 1))
         elif kind == "spram":
             regions = [tuple(int(v) for v in r) for r in kw["regions"]]
             if not regions:
@@ -1171,13 +1304,13 @@ def block_features(cls, kwargs, family, *, last_used=True):
             stride = kw.get("stride")
             tally = _pool_features(_pair(kw["in_shape"], 3, "in_shape"), kernel,
                                    kernel if stride is None else _pair(stride, 2, "stride"), kw["simd"],
-                                   kw["dtype"], family)
+                                   kw["dtype"], family, kw.get("pixels", 1))
     except KeyError as exc:
         raise HwnetError(f"{cls.__name__} needs the keyword argument {exc.args[0]!r}") from None
     return tally.counts, tally.memories
 
 
-def estimate_block(cls, kwargs, family, *, last_used=True):
+def estimate_block(cls, kwargs, family, *, last_used=True, critical_depth=None):
     """Estimated :class:`Resources` of the block ``cls(**kwargs)`` on ``family`` (without building it).
 
     ``cls`` is one of :class:`~hwnet.gateware.mvau.MatrixVectorThresholdUnit`,
@@ -1187,9 +1320,11 @@ def estimate_block(cls, kwargs, family, *, last_used=True):
     :meth:`hwnet.gateware.network.NetworkTop.blocks` lists them). ``last_used``: whether anything reads the
     ``last`` flag of the block's output; False where the stream flows into a block that counts its own beats
     (a matrix-vector unit, a sliding window, a max-pool unit): yosys then removes the flag's registers, and a
-    queue's memory loses a column (which can save a block RAM).
+    queue's memory loses a column (which can save a block RAM). ``critical_depth``: the logic depth of the
+    deepest processing element of the design around the block (ECP5: abc9 maps the trees on that path for delay,
+    with wider and more LUT4s, the others for area); None: the block's own deepest.
     """
-    counts, memories = block_features(cls, kwargs, family, last_used=last_used)
+    counts, memories = block_features(cls, kwargs, family, last_used=last_used, critical_depth=critical_depth)
     tally = _Tally(family)
     tally.counts, tally.memories = counts, memories
     return _apply(tally)
@@ -1199,12 +1334,13 @@ def estimate_block(cls, kwargs, family, *, last_used=True):
 class BlockEstimate:
     """One block of a design: its name (as :meth:`~hwnet.gateware.network.NetworkTop.blocks` gives it), class,
     estimated :class:`Resources`, whether its output's ``last`` flag is read (``last_used``) and its memories
-    (``(name, MemoryMapping)`` pairs)."""
+    (``(name, MemoryMapping)`` pairs), and the design's ``critical_depth`` (:func:`estimate_block`)."""
     name: str
     cls: type
     resources: Resources
     last_used: bool = True
     memories: tuple = field(default=(), compare=False)
+    critical_depth: int = None
 
 
 def estimate_design(plan, family, *, fifos=True, spram_primitive=None):
@@ -1218,11 +1354,13 @@ def estimate_design(plan, family, *, fifos=True, spram_primitive=None):
     :mod:`hwnet.flow` synthesizes it)."""
     _check_family(family)
     total, out = Resources(family), []
-    for name, cls, used, counts, memories in _design_blocks(plan, family, fifos, spram_primitive):
+    blocks = _design_blocks(plan, family, fifos, spram_primitive)
+    depth = _design_depth(blocks)
+    for name, cls, used, counts, memories in blocks:
         tally = _Tally(family)
-        tally.counts, tally.memories = counts, memories
+        tally.counts, tally.memories = _critical(counts, depth), memories
         res = _apply(tally)
-        out.append(BlockEstimate(name, cls, res, used, tuple(memories)))
+        out.append(BlockEstimate(name, cls, res, used, tuple(memories), depth))
         total = total + res
     return total, out
 
@@ -1253,15 +1391,22 @@ def _design_blocks(plan, family, fifos, spram_primitive=None):
     last_used.reverse()
     if spram is not None:
         blocks, last_used = blocks + [spram], last_used + [True]
-    return [(name, cls, used, *block_features(cls, kwargs, family, last_used=used))
+    return [(name, cls, used, *_block_tally(cls, kwargs, family, used))
             for (name, cls, kwargs), used in zip(blocks, last_used)]
+
+
+def _design_depth(blocks):
+    """The depth of the design's deepest processing element (None: none tagged)."""
+    return max((d for *_, counts, _ in blocks for d in [_max_depth(counts)] if d is not None), default=None)
 
 
 def design_features(plan, family, *, fifos=True, spram_primitive=None):
     """``(features, memories)`` of the whole design: the blocks' features summed (for fitting, as
     :func:`block_features`)."""
     counts, memories = Counter(), []
-    for name, _, _, c, mems in _design_blocks(plan, family, fifos, spram_primitive):
-        counts.update(c)
+    blocks = _design_blocks(plan, family, fifos, spram_primitive)
+    depth = _design_depth(blocks)
+    for name, _, _, c, mems in blocks:
+        counts.update(_critical(c, depth))
         memories += [(f"{name}.{n}", m) for n, m in mems]
     return counts, memories

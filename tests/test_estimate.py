@@ -191,7 +191,8 @@ def test_design_is_the_sum_of_its_blocks(family, design):
     assert [(b.name, b.cls) for b in blocks] == [(name, cls) for name, cls, _ in listed]
     summed = Resources(family)
     for b, (_, cls, kwargs) in zip(blocks, listed):
-        assert b.resources == estimate_block(cls, kwargs, family, last_used=b.last_used)
+        assert b.resources == estimate_block(cls, kwargs, family, last_used=b.last_used,
+                                             critical_depth=b.critical_depth)
         summed = summed + b.resources
     # the last flag is read at the output, and ignored by matrix-vector units, windows and pools
     chain = [b for b in blocks if b.cls is not SpramWeightStreamer]
@@ -319,3 +320,45 @@ def test_small_design_matches_yosys():
         assert (report.brams, report.lutrams) == (total.ebr, total.lutram)
         assert abs(total.lut4 - report.luts) <= 0.25 * report.luts
         assert abs(total.ff - report.ffs) <= 0.15 * report.ffs
+
+
+@pytest.mark.parametrize("family,kwargs", [
+    ("ice40", dict(in_shape=(8, 8, 1), kernel=3, padding=1, simd=1, bits=4, positions=9)),     # 9 ports: logic
+    ("ecp5", dict(in_shape=(16, 16, 1), kernel=3, padding=1, simd=1, bits=1, positions=3)),    # 3 LUTRAM copies
+    ("ecp5", dict(in_shape=(8, 8, 1), kernel=3, padding=1, simd=1, bits=4, positions=9)),
+    ("ice40", dict(in_shape=(12, 12, 2), kernel=3, padding=0, simd=2, bits=1, positions=9, pixels=2)),
+    ("ecp5", dict(in_shape=(16, 16, 1), kernel=3, padding=1, simd=1, bits=1, positions=9, pixels=2)),
+])
+def test_line_buffers_with_several_read_ports_match_yosys(family, kwargs):
+    # every read port of a RAM primitive is a copy of it; in logic the memory is there once
+    report = synth.synthesize(verilog.convert(SlidingWindow(pad_code=0, **kwargs), name="top", emit_src=False),
+                              top="top", family=family)
+    est = estimate_block(SlidingWindow, dict(pad_code=0, **kwargs), family)
+    assert (report.brams, report.lutrams) == (est.ebr, est.lutram)
+
+
+def test_read_ports_copy_primitives_not_logic():
+    one = memory_blocks(64, 1, "ecp5", ports="ram")
+    three = memory_blocks(64, 1, "ecp5", ports="ram", read_ports=3)
+    assert (three.style, three.instances, three.resources.lutram) == ("lutram", 3 * one.instances, 3 * one.instances)
+    logic = memory_blocks(32, 4, "ice40", ports="ram", read_ports=9)
+    assert logic.style == "logic" and logic.resources.ff == 32 * 4 + 9 * 4
+    with pytest.raises(HwnetError, match=r"^read ports must be an integer >= 1, not 0$"):
+        memory_blocks(32, 4, "ice40", ports="ram", read_ports=0)
+
+
+@pytest.mark.parametrize("family", estimate.FAMILIES)
+def test_padding_and_pixels_cost_more(family):
+    # a padding converter has more multiplexers than the same one without; a conv computing 2 pixels per cycle
+    # has twice the processing elements of one computing 1
+    plain = estimate.width_converter(14, 42, 1, family)
+    padded = estimate.width_converter(14, 42, 1, family, vector=784)
+    assert padded.lut4 > plain.lut4
+    from hwnet.gateware.testing import random_conv
+    rng = np.random.default_rng(5)
+    conv = random_conv(rng, (8, 8, 1), 8, name="c", kernel=3, padding=1, pe=8, simd=9)
+    net1 = Network(input_type="bipolar", input_size=64, layers=[conv])
+    net2 = Network(input_type="bipolar", input_size=64, layers=[conv.replace(pixels=2)])
+    mvau1 = estimate.dense_stage(compiler.plan(net1).stages[1], family)
+    mvau2 = estimate.dense_stage(compiler.plan(net2).stages[1], family)
+    assert 1.6 * mvau1.lut4 < mvau2.lut4 < 2.2 * mvau1.lut4
