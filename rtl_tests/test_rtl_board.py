@@ -25,9 +25,11 @@ def digits_model(trained_digits, tmp_path_factory):
 
 def _build(tmp_path_factory, model, board):
     out = tmp_path_factory.mktemp(board) / board
-    # the cheapest design reaching 32 cycles per inference: small and quick to place (the fastest design for the
-    # ULX3S-85F, one cycle per inference in 21,000 LUT4s, takes nextpnr ten minutes; bench/bench_boards.py builds it)
-    rc = main(["build", str(model), "--board", board, "--out", str(out), "--target-cycles", "32"])
+    # the cheapest design reaching 64 cycles per inference: small and quick to place, with room to spare on the
+    # iCEBreaker whatever the trained weights (at 32 cycles this network sits within 1% of the UP5K's budget by
+    # estimate; the fastest design for the ULX3S-85F, one cycle per inference in 21,000 LUT4s, takes nextpnr ten
+    # minutes; bench/bench_boards.py builds it)
+    rc = main(["build", str(model), "--board", board, "--out", str(out), "--target-cycles", "64"])
     return rc, out, json.loads((out / "board.json").read_text())
 
 
@@ -144,7 +146,7 @@ def test_a_design_too_large_for_the_part_fails_in_place_and_route_with_its_packi
 def test_build_at_a_requested_clock(digits_model, tmp_path):
     # --clock-mhz: one build, its PLL at the closest frequency it makes, timed there
     out = tmp_path / "b"
-    assert main(["build", str(digits_model[0]), "--board", "icebreaker", "--out", str(out), "--target-cycles", "32",
+    assert main(["build", str(digits_model[0]), "--board", "icebreaker", "--out", str(out), "--target-cycles", "64",
                  "--clock-mhz", "20"]) == 0
     report = json.loads((out / "board.json").read_text())
     clock = report["clock"]
