@@ -107,8 +107,8 @@ def set_hardware_choices(network, *, weights_in_logic=(), bit_serial=(), spram=(
 
 def choose_folding(network, target_cycles=DEFAULT_TARGET_CYCLES):
     """Fill in PE/SIMD of dense and convolution layers that have none: the fewest lanes (``pe * simd``) that
-    reach ``target_cycles`` per inference, preferring no padding (:func:`simd_options`), then wide SIMD (one
-    input word feeds every PE). A layer that
+    reach ``target_cycles`` per inference (a dense layer's input padded to whole beats if that takes fewer:
+    :func:`simd_options`), at equal lanes no padding, then wide SIMD (one input word feeds every PE). A layer that
     cannot reach the target gets the fewest lanes that reach its own best (a convolution is also bound by its
     sliding window, which sends one beat of at most ``C`` elements per cycle: :func:`conv_cycles`). Layers with
     weights in logic are unrolled fully; a layer with only some PEs streaming from SPRAM (``spram_pes``) gets
