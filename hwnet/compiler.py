@@ -177,7 +177,7 @@ def window_geometry(layer, pe=None, simd=None, pixels=None):
 def pixel_options(layer):
     """The ``pixels`` (output pixels per cycle) a :class:`~hwnet.ir.Conv2d` can take, ascending: the common
     divisors of its input and output widths (more than 1 only at ``pe = OC``, ``simd = patch``)."""
-    return [d for d in _divisors(math.gcd(layer.in_shape[1], layer.out_shape[1]))]
+    return _divisors(math.gcd(layer.in_shape[1], layer.out_shape[1]))
 
 
 def conv_cycles(layer, pe, simd, pixels=1):

@@ -87,6 +87,13 @@ class DataType:
         return self.min < 0
 
     @property
+    def codes_order_signed(self):
+        """True when the wire codes order like the values compared as two's complement (``int<k>``, ternary);
+        ``uint<k>`` and bipolar codes (0 is -1, 1 is +1) order like the values compared unsigned; ``pot<k>``
+        codes (sign and exponent) do not order like the values at all."""
+        return self.kind in ("int", "ternary")
+
+    @property
     def max_exponent(self):
         """Largest exponent ``e`` of a ``pot<k>`` value ``±2**e``: ``2**(k-1) - 2``."""
         if self.kind != "pot":

@@ -77,3 +77,15 @@ def test_type_for_range_is_narrowest(lo, hi):
     if t.kind == "int" and t.bits > 2:
         narrower = parse_type(f"int{t.bits - 1}")
         assert lo < narrower.min or hi > narrower.max
+
+
+@pytest.mark.parametrize("name", ["bipolar", "ternary", "uint1", "uint3", "int2", "int5"])
+def test_codes_order_like_the_values(name):
+    # the comparators of the max-pool and the board top's argmax compare codes: as two's complement or unsigned
+    t = parse_type(name)
+    values = t.values()
+    codes = t.encode(values)
+    if t.codes_order_signed:
+        codes = np.where(codes >= 1 << (t.bits - 1), codes - (1 << t.bits), codes)
+    assert np.array_equal(np.argsort(codes, kind="stable"), np.argsort(values, kind="stable"))
+    assert not parse_type("pot3").codes_order_signed

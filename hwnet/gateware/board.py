@@ -29,7 +29,7 @@ the network's ``load`` port, else they are dropped; the reply (``LOADED``) carri
 
 The sender sends the queued replies in order: the header, the payload (the network's output beats, the design
 info, or the error code) and the CRC, through :class:`~hwnet.gateware.uart.UartTx`. While it sends a ``RESULT``,
-an argmax over the outputs (ties to the lowest index, signed when the output type is) sets ``leds`` to the class
+an argmax over the outputs (ties to the lowest index, comparing the values, not the codes) sets ``leds`` to the class
 when the vector ends.
 """
 
@@ -320,7 +320,7 @@ class BoardTop(wiring.Component):
         take_beat = Signal()
         m.d.comb += net.o.ready.eq(take_beat)
         # argmax of the outputs, lane by lane from a copy of each beat (results only)
-        signed = plan.output_type.kind in ("int", "ternary")  # bipolar codes order as unsigned: 0 is -1, 1 is +1
+        signed = plan.output_type.codes_order_signed
         lane_bits = plan.output_type.bits
         scan = Signal(out_bits)
         scan_left = Signal(range(plan.output_lanes + 1))

@@ -249,7 +249,7 @@ class MaxPool(wiring.Component):
 
     def _lane_max(self, a, b):
         """The lane-wise maximum of two words of ``simd`` elements."""
-        bits, signed = self._dtype.bits, self._dtype.kind in ("int", "ternary")
+        bits, signed = self._dtype.bits, self._dtype.codes_order_signed
         lanes = []
         for j in range(self._simd):
             x, y = a[j * bits:(j + 1) * bits], b[j * bits:(j + 1) * bits]
